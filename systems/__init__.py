@@ -1,0 +1,140 @@
+"""Physical systems: vector fields, parameters, invariants and batched simulators.
+
+This package knows nothing of warpphys. Each system is one module registered here by name; a
+new system is one new module plus one line in ``_REGISTRY``.
+
+    >>> import systems
+    >>> sys = systems.get_system("pendulum")
+    >>> data = systems.sample("pendulum", n=8, split="train", seed=0)
+    >>> data.x.shape            # (trajectories, time, state)
+    torch.Size([8, 96, 2])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import torch
+
+from ._base import Box, Param, Protocol, System
+from ._presets import LV, MSD, MSD_ZERO, PRESETS
+from ._simulate import simulate, simulate_scipy
+from .lotka_volterra import LOTKA_VOLTERRA
+from .pendulum import PENDULUM
+from .spring_mass import SPRING_MASS
+
+_REGISTRY: dict[str, System] = {s.name: s for s in (PENDULUM, LOTKA_VOLTERRA, SPRING_MASS)}
+
+SPLITS = ("train", "val", "test")
+
+
+def register(system: System) -> System:
+    """Add a system to the registry (for systems defined outside this package)."""
+    _REGISTRY[system.name] = system
+    return system
+
+
+def names() -> list[str]:
+    """Names of the registered systems."""
+    return sorted(_REGISTRY)
+
+
+def get_system(name: str) -> System:
+    """The registered system called ``name`` (a clear error lists the known ones)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown system {name!r}; choose one of: {', '.join(names())}"
+        ) from None
+
+
+def get_protocol(system: str | None = None, preset: str | None = None) -> Protocol:
+    """A preset by name, else the system's default protocol."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise KeyError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        proto = PRESETS[preset]
+        if system is not None and proto.system != system:
+            raise ValueError(
+                f"preset {preset!r} is for system {proto.system!r}, not {system!r}; "
+                f"drop --system or pick a preset of {system!r}"
+            )
+        return proto
+    if system is None:
+        raise ValueError("name a system or a preset")
+    return get_system(system).default
+
+
+class Simulation(NamedTuple):
+    """A batch of simulated trajectories: ``t (T,)``, ``x (N, T, d)``, ``params (N, p)``."""
+
+    t: torch.Tensor
+    x: torch.Tensor
+    params: torch.Tensor
+    system: str
+    protocol: str
+
+
+def split_seed(seed: int, split: str) -> int:
+    """A seed per (seed, split), so that splits made with one seed never share trajectories."""
+    digest = hashlib.sha256(f"{seed}/{split}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def sample_params(
+    system: System, ranges: dict[str, tuple[float, float]], n: int, generator: torch.Generator,
+    dtype=torch.float64,
+) -> torch.Tensor:
+    """Draw (n, p) parameters uniformly from ``ranges`` (every parameter must have one)."""
+    cols = []
+    for p in system.params:
+        lo, hi = ranges.get(p.name, p.train)
+        cols.append(lo + (hi - lo) * torch.rand(n, generator=generator, dtype=dtype))
+    return torch.stack(cols, -1)
+
+
+def sample(
+    system: str | None = None,
+    n: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    preset: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    method: str = "dopri5",
+) -> Simulation:
+    """Simulate ``n`` trajectories of a system (or preset) for one data split.
+
+    Args:
+        system: a registered system name (optional when ``preset`` is given).
+        n: number of trajectories (default: the protocol's size for the split).
+        split: "train" and "val" draw from the training ranges; "test" from the wider OOD ranges,
+            over ``protocol.test_horizon`` times the training window.
+        seed: random seed; the same seed, split and device give the same numbers.
+        preset: a protocol of the paper ("msd", "msd-zero", "lv").
+        dtype, device: where to simulate (float64 on CPU by default).
+        method: torchdiffeq method.
+    """
+    proto = get_protocol(system, preset)
+    sys_ = get_system(proto.system)
+    n = proto.default_n(split) if n is None else n
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"the number of trajectories must be a positive integer, got {n}")
+    ranges = proto.ranges(split)
+    sys_.check_ranges(ranges)
+    gen = torch.Generator().manual_seed(split_seed(seed, split))
+    params = sample_params(sys_, ranges, n, gen, dtype)
+    x0 = proto.initial_state.sample(n, gen, dtype)
+    t = proto.times(split, dtype)
+    x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method)
+    return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
+
+
+__all__ = [
+    "Box", "LV", "MSD", "MSD_ZERO", "PRESETS", "Param", "Protocol", "SPLITS", "Simulation",
+    "System", "get_protocol", "get_system", "names", "register", "sample", "sample_params",
+    "simulate", "simulate_scipy", "split_seed",
+]

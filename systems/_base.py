@@ -1,0 +1,187 @@
+"""The `System` description shared by every physical system.
+
+A system states, in one place, what it is: state and parameter names, parameter ranges for
+training and for out-of-distribution (OOD) testing, the initial-condition distribution, the
+default time grid, the vector field, and the invariant with its exact rate of change.
+
+Vector fields and invariants are written once and work on both torch tensors and numpy arrays
+(the scipy reference path uses numpy), with the leading dimensions broadcast:
+``x: (..., d)``, ``params: (..., p)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def xp(a: Any):
+    """The array namespace (torch or numpy) that ``a`` belongs to."""
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+@dataclass(frozen=True)
+class Param:
+    """One physical parameter.
+
+    ``train`` and ``test`` are (low, high) ranges of the uniform distributions that parameters are
+    drawn from; ``test`` is wider (out of distribution). ``minimum`` is the smallest physically
+    valid value (0 for non-negative parameters); values must be strictly above it when
+    ``strict`` is true.
+    """
+
+    name: str
+    unit: str
+    train: tuple[float, float]
+    test: tuple[float, float]
+    minimum: float = 0.0
+    strict: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A uniform distribution on an axis-aligned box; ``low == high`` gives a fixed value."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def sample(self, n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+        low = torch.tensor(self.low, dtype=dtype)
+        high = torch.tensor(self.high, dtype=dtype)
+        u = torch.rand(n, len(self.low), generator=generator, dtype=dtype)
+        return low + (high - low) * u
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How data are generated: parameter ranges, initial states and time grid.
+
+    Every system has a ``default`` protocol; presets (``systems.PRESETS``) reproduce published
+    protocols by overriding ranges, initial states and sizes. ``test_horizon`` is the length of
+    test trajectories in units of the training window (2.0: test runs twice as long as training,
+    to score extrapolation).
+    """
+
+    name: str
+    system: str
+    train_ranges: dict[str, tuple[float, float]]
+    test_ranges: dict[str, tuple[float, float]]
+    initial_state: Box
+    t_end: float
+    n_steps: int
+    n_train: int
+    n_val: int
+    n_test: int
+    test_horizon: float = 1.0
+    context: int | None = None
+    doc: str = ""
+
+    def ranges(self, split: str) -> dict[str, tuple[float, float]]:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}: use 'train', 'val' or 'test'")
+        return self.test_ranges if split == "test" else self.train_ranges
+
+    def times(self, split: str, dtype=torch.float64) -> torch.Tensor:
+        """Sample times: ``n_steps`` points on [0, t_end], longer for the test split."""
+        steps = self.n_steps
+        t_end = self.t_end
+        if split == "test" and self.test_horizon != 1.0:
+            steps = int(round((self.n_steps - 1) * self.test_horizon)) + 1
+            t_end = self.t_end * (steps - 1) / (self.n_steps - 1)
+        return torch.linspace(0.0, t_end, steps, dtype=dtype)
+
+    def default_n(self, split: str) -> int:
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
+
+
+@dataclass(frozen=True)
+class System:
+    """Base class of a physical system; subclasses implement the physics methods."""
+
+    name: str
+    state_names: tuple[str, ...]
+    params: tuple[Param, ...]
+    invariant_name: str
+    default: Protocol = field(repr=False)
+    damping: str | None = None  # the parameter that, set to zero, makes the system conservative
+    doc: str = ""
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"{self.name} has no parameter {name!r}; its parameters: {self.param_names}")
+
+    # -- physics (override) ---------------------------------------------------------------
+    def vector_field(self, t, x, params):
+        """dx/dt at time ``t``; ``x: (..., d)``, ``params: (..., p)``; torch or numpy."""
+        raise NotImplementedError
+
+    def invariant(self, x, params):
+        """The conserved (or dissipated) quantity along ``x: (..., d)``; returns ``(...)``."""
+        raise NotImplementedError
+
+    def invariant_rate(self, x, params):
+        """The exact d(invariant)/dt along the flow (zero for conservative systems)."""
+        return 0.0 * self.invariant(x, params)
+
+    def exact_solution(self, t, x0, params):
+        """Closed-form ``x(t)`` of shape (B, T, d), or ``None`` where no closed form exists."""
+        return None
+
+    @property
+    def identifiable_names(self) -> tuple[str, ...]:
+        """Names of the parameter combinations that trajectories determine uniquely."""
+        return self.param_names
+
+    def identifiable(self, params):
+        """Map parameters ``(..., p)`` to their identifiable combinations ``(..., q)``."""
+        return params
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_params(self, params) -> None:
+        """Refuse physically invalid parameters with a message naming the parameter."""
+        a = params.detach().cpu().numpy() if isinstance(params, torch.Tensor) else np.asarray(params)
+        if a.ndim != 2 or a.shape[1] != self.n_params:
+            raise ValueError(
+                f"{self.name} parameters must have shape (N, {self.n_params}) for "
+                f"{list(self.param_names)}, got {tuple(a.shape)}"
+            )
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{self.name} parameters contain NaN or infinite values")
+        for j, p in enumerate(self.params):
+            bad = a[:, j] <= p.minimum if p.strict else a[:, j] < p.minimum
+            if np.any(bad):
+                rel = ">" if p.strict else ">="
+                raise ValueError(
+                    f"{self.name} parameter {p.name!r} must be {rel} {p.minimum} "
+                    f"(got {a[bad, j].min():.4g}); physical parameters cannot be negative"
+                )
+
+    def check_ranges(self, ranges: dict[str, tuple[float, float]]) -> None:
+        for name, (lo, hi) in ranges.items():
+            p = self.param(name)
+            if lo > hi:
+                raise ValueError(f"range of {name!r} is empty: low {lo} > high {hi}")
+            if lo < p.minimum or (p.strict and lo <= p.minimum):
+                raise ValueError(
+                    f"range of {self.name} parameter {name!r} starts at {lo}, below its physical "
+                    f"minimum {p.minimum}; choose a range of non-negative (positive) values"
+                )

@@ -1,0 +1,5 @@
+import sys
+
+from warpphys.cli import main
+
+sys.exit(main())

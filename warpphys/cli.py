@@ -1,0 +1,101 @@
+"""The `warpphys` command line: parses arguments, calls the library, prints. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="warpphys",
+        description="Learn and extrapolate physical dynamical systems with WARP.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="simulate trajectories of a system to an .npz file")
+    s.add_argument("--system", help="pendulum, lotka_volterra or spring_mass")
+    s.add_argument("--preset", help="a paper protocol: msd, msd-zero or lv")
+    s.add_argument("--n", type=_positive_int, help="number of trajectories (default: protocol's)")
+    s.add_argument("--split", choices=["train", "val", "test"], default="train")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--out", required=True, help="output .npz file")
+    s.set_defaults(func=cmd_simulate)
+    return p
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda or auto")
+    return name
+
+
+def cmd_simulate(args) -> int:
+    import systems
+    from warpphys import data
+
+    if args.system is None and args.preset is None:
+        raise UsageError("name a system with --system (or a paper protocol with --preset)")
+    if args.system is not None and args.system not in systems.names():
+        raise UsageError(
+            f"unknown system {args.system!r}; choose one of: {', '.join(systems.names())}"
+        )
+    if args.preset is not None and args.preset not in systems.PRESETS:
+        raise UsageError(
+            f"unknown preset {args.preset!r}; choose one of: {', '.join(systems.PRESETS)}"
+        )
+    if not args.out.endswith(".npz"):
+        raise UsageError(f"--out must name an .npz file, got {args.out!r}")
+    traj = data.simulate(
+        args.system, args.n, args.split, args.seed, preset=args.preset, device=_device(args.device)
+    )
+    traj.save(args.out)
+    print(json.dumps({
+        "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
+        "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
+    }))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from warpphys.data import DataError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return args.func(args)
+    except (UsageError, DataError, ValueError, KeyError, FileNotFoundError,
+            FileExistsError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"warpphys {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
