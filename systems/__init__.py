@@ -105,6 +105,7 @@ def sample(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     method: str = "dopri5",
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Simulation:
     """Simulate ``n`` trajectories of a system (or preset) for one data split.
 
@@ -117,16 +118,23 @@ def sample(
         preset: a protocol of the paper ("msd", "msd-zero", "lv").
         dtype, device: where to simulate (float64 on CPU by default).
         method: torchdiffeq method.
+        ranges: ``{parameter name: (low, high)}`` overriding the split's sampling ranges for
+            the named parameters (the others keep the protocol's ranges); ``low == high`` fixes
+            a parameter. Ranges below a parameter's physical minimum are refused.
     """
     proto = get_protocol(system, preset)
     sys_ = get_system(proto.system)
     n = proto.default_n(split) if n is None else n
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"the number of trajectories must be a positive integer, got {n}")
-    ranges = proto.ranges(split)
-    sys_.check_ranges(ranges)
+    chosen = dict(proto.ranges(split))
+    if ranges:
+        overrides = {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
+        sys_.check_ranges(overrides)
+        chosen.update(overrides)
+    sys_.check_ranges(chosen)
     gen = torch.Generator().manual_seed(split_seed(seed, split))
-    params = sample_params(sys_, ranges, n, gen, dtype)
+    params = sample_params(sys_, chosen, n, gen, dtype)
     x0 = proto.initial_state.sample(n, gen, dtype)
     t = proto.times(split, dtype)
     x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method)

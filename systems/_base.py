@@ -158,7 +158,10 @@ class System:
     # -- checks ---------------------------------------------------------------------------
     def check_params(self, params) -> None:
         """Refuse physically invalid parameters with a message naming the parameter."""
-        a = params.detach().cpu().numpy() if isinstance(params, torch.Tensor) else np.asarray(params)
+        if isinstance(params, torch.Tensor):
+            a = params.detach().cpu().numpy()
+        else:
+            a = np.asarray(params)
         if a.ndim != 2 or a.shape[1] != self.n_params:
             raise ValueError(
                 f"{self.name} parameters must have shape (N, {self.n_params}) for "
@@ -176,8 +179,12 @@ class System:
                 )
 
     def check_ranges(self, ranges: dict[str, tuple[float, float]]) -> None:
+        """Refuse sampling ranges ``{name: (low, high)}`` that are empty, not finite, name no
+        parameter of this system, or reach below a parameter's physical minimum."""
         for name, (lo, hi) in ranges.items():
             p = self.param(name)
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValueError(f"range of {name!r} must be finite numbers, got ({lo}, {hi})")
             if lo > hi:
                 raise ValueError(f"range of {name!r} is empty: low {lo} > high {hi}")
             if lo < p.minimum or (p.strict and lo <= p.minimum):

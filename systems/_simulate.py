@@ -9,11 +9,34 @@ from torchdiffeq import odeint
 
 from ._base import System
 
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
 
 def _max_norm(ratio: torch.Tensor) -> torch.Tensor:
     # Step control on the worst trajectory, so that every trajectory meets the tolerance
     # (torchdiffeq's default RMS norm would let a few stiff trajectories hide behind the rest).
     return ratio.abs().max()
+
+
+def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
+    """The integration grid of fixed-step methods: every sample interval of ``t`` cut into
+    ``ceil(interval / step_size)`` equal steps.
+
+    The sample times are grid points, so fixed-step solutions are returned at the sample times
+    themselves (never interpolated between steps), on uniform and non-uniform grids alike.
+    """
+    if step_size <= 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    if len(t) < 2:
+        return t
+    gaps = t[1:] - t[:-1]
+    # The small slack keeps an interval of exactly k steps (up to rounding) at k, not k + 1.
+    counts = torch.ceil(gaps / step_size - 1e-9).clamp(min=1).long()
+    interval = torch.repeat_interleave(torch.arange(len(gaps), device=t.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    within = torch.arange(len(interval), device=t.device) - starts[interval]
+    inner = t[:-1][interval] + gaps[interval] * (within.to(t.dtype) / counts[interval].to(t.dtype))
+    return torch.cat([inner, t[-1:]])
 
 
 def simulate(
@@ -31,19 +54,29 @@ def simulate(
 
     Args:
         system: the physical system.
-        t: (T,) strictly increasing sample times.
+        t: (T,) strictly increasing sample times (strictly decreasing integrates backward in
+            time from ``t[0]``).
         x0: (B, d) initial states; its device and dtype are used throughout.
         params: (B, p) physical parameters, one row per trajectory.
         method: a torchdiffeq method; adaptive ("dopri5", "dopri8") or fixed-step ("rk4", ...).
         rtol, atol: tolerances of adaptive methods; default 1e-9/1e-11 in float64 and
             1e-6/1e-8 in float32.
-        step_size: step of fixed-step methods (default: the sample spacing / 8).
+        step_size: largest step of fixed-step methods: every sample interval is cut into
+            ``ceil(interval / step_size)`` equal steps, so that states are computed at the
+            sample times, never interpolated (default: the smallest sample spacing / 8).
+            Fixed steps make a trajectory's result exactly independent of the rest of its
+            batch; adaptive steps are chosen for the whole batch (the worst trajectory).
 
     Returns:
         x: (B, T, d) states at the sample times, ``x[:, 0] == x0``.
     """
     t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
-    params = params.to(dtype=x0.dtype, device=x0.device)
+    params = torch.as_tensor(params, dtype=x0.dtype, device=x0.device)
+    if t.ndim != 1 or len(t) < 2:
+        raise ValueError(f"t must have shape (T,) with T >= 2 sample times, got {tuple(t.shape)}")
+    gaps = t[1:] - t[:-1]
+    if not (bool((gaps > 0).all()) or bool((gaps < 0).all())):
+        raise ValueError("t must be strictly increasing (or strictly decreasing, to go backward)")
     if x0.ndim != 2 or x0.shape[1] != system.dim:
         raise ValueError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
     if params.shape[0] != x0.shape[0]:
@@ -51,14 +84,16 @@ def simulate(
     system.check_params(params)
     double = x0.dtype == torch.float64
     options = {}
-    if method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"):
+    if method in ADAPTIVE_METHODS:
         rtol = rtol if rtol is not None else (1e-9 if double else 1e-6)
         atol = atol if atol is not None else (1e-11 if double else 1e-8)
         options["norm"] = _max_norm
     else:
         rtol, atol = 1e-7, 1e-9  # unused by fixed-step solvers
-        dt = float((t[1:] - t[:-1]).min()) if len(t) > 1 else 1.0
-        options["step_size"] = step_size if step_size is not None else dt / 8
+        dt = float(gaps.abs().min())
+        h = step_size if step_size is not None else dt / 8
+        # torchdiffeq hands over the times it integrates over (negated when t decreases).
+        options["grid_constructor"] = lambda func, y0, t_: substep_grid(t_, h)
 
     def rhs(time, x):
         return system.vector_field(time, x, params)

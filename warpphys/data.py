@@ -152,13 +152,27 @@ class Trajectories:
         path = Path(path)
         if not path.exists():
             raise DataError(f"data file {str(path)!r} does not exist")
+        hint = "write one with numpy.savez(path, t=..., x=...) or `warpphys simulate`"
         try:
-            with np.load(path, allow_pickle=False) as f:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise DataError(
+                    f"{str(path)!r} holds a single array, not an .npz archive of named arrays; "
+                    f"{hint}"
+                )
+            with loaded as f:
                 raw = {k: f[k] for k in f.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            if isinstance(e, DataError):
+                raise
+            if "allow_pickle" in str(e):
+                raise DataError(
+                    f"{str(path)!r} holds pickled Python objects, which are never loaded (they can "
+                    f"run code); store numbers as float arrays and names as string arrays, "
+                    f"e.g. np.array(names, dtype=str)"
+                ) from None
             raise DataError(
-                f"{str(path)!r} is not a readable .npz trajectory file ({e}); "
-                f"write one with numpy.savez(t=..., x=...) or `warpphys simulate`"
+                f"{str(path)!r} is not a readable .npz trajectory file ({e}); {hint}"
             ) from None
         if "x" not in raw:
             raise DataError(
@@ -171,6 +185,8 @@ class Trajectories:
         if unknown:
             warnings.warn(f"{path.name}: ignoring unknown keys {sorted(unknown)}", stacklevel=2)
         sysname = raw.get("system")
+        if sysname is not None and sysname.size == 1:
+            sysname = sysname.reshape(()).item()
         traj = _build(
             path.name,
             t=raw["t"], x=raw["x"], params=raw.get("params"),
@@ -186,8 +202,11 @@ def _build(source: str, **fields) -> Trajectories:
     try:
         for key in ("t", "x", "params"):
             a = fields.get(key)
-            if a is not None and not np.issubdtype(np.asarray(a).dtype, np.number):
-                raise DataError(f"'{key}' must be numeric, got dtype {np.asarray(a).dtype}")
+            dtype = None if a is None else np.asarray(a).dtype
+            if dtype is not None and (
+                not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating)
+            ):
+                raise DataError(f"'{key}' must hold real numbers, got dtype {dtype}")
         return Trajectories(**fields)
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
@@ -216,7 +235,8 @@ def validate(tr: Trajectories) -> None:
     if not np.all(np.diff(t) > 0):
         i = int(np.argmin(np.diff(t) > 0))
         raise DataError(
-            f"'t' must be strictly increasing; t[{i}] = {t[i]} is followed by t[{i + 1}] = {t[i + 1]}"
+            f"'t' must be strictly increasing; t[{i}] = {t[i]} is followed by "
+            f"t[{i + 1}] = {t[i + 1]}"
         )
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0]
@@ -262,10 +282,14 @@ def check_system(tr: Trajectories, system: str) -> None:
 def simulate(
     system: str | None = None, n: int | None = None, split: str = "train", seed: int = 0, *,
     preset: str | None = None, device: str = "cpu",
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Trajectories:
-    """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories."""
+    """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
+
+    ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges.
+    """
     return Trajectories.from_simulation(
-        systems.sample(system, n, split, seed, preset=preset, device=device)
+        systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges)
     )
 
 
