@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=["train", "val", "test"], default="train")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument(
+        "--range", dest="ranges", action="append", default=[], metavar="NAME=LO:HI",
+        help="sample parameter NAME uniformly from [LO, HI] instead of the split's range "
+        "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
+    )
     s.add_argument("--out", required=True, help="output .npz file")
     s.set_defaults(func=cmd_simulate)
     return p
@@ -53,6 +58,24 @@ def _device(name: str) -> str:
     if name != "cpu" and not name.startswith("cuda"):
         raise UsageError(f"unknown device {name!r}; use cpu, cuda or auto")
     return name
+
+
+def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
+    """Parse ``NAME=LO:HI`` items into ``{NAME: (LO, HI)}``."""
+    ranges = {}
+    for item in items:
+        name, eq, span = item.partition("=")
+        lo, colon, hi = span.partition(":")
+        try:
+            if not (eq and colon and name.strip()):
+                raise ValueError
+            ranges[name.strip()] = (float(lo), float(hi))
+        except ValueError:
+            raise UsageError(
+                f"--range {item!r} is not of the form NAME=LO:HI with numbers LO <= HI, "
+                f"e.g. --range k=2:30"
+            ) from None
+    return ranges
 
 
 def cmd_simulate(args) -> int:
@@ -72,7 +95,8 @@ def cmd_simulate(args) -> int:
     if not args.out.endswith(".npz"):
         raise UsageError(f"--out must name an .npz file, got {args.out!r}")
     traj = data.simulate(
-        args.system, args.n, args.split, args.seed, preset=args.preset, device=_device(args.device)
+        args.system, args.n, args.split, args.seed, preset=args.preset,
+        device=_device(args.device), ranges=_ranges(args.ranges),
     )
     traj.save(args.out)
     print(json.dumps({
