@@ -20,7 +20,7 @@ def _max_norm(ratio: torch.Tensor) -> torch.Tensor:
 
 def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
     """The integration grid of fixed-step methods: every sample interval of ``t`` cut into
-    ``ceil(interval / step_size)`` equal steps.
+    ``ceil(|interval| / step_size)`` equal steps (``t`` increasing or decreasing).
 
     The sample times are grid points, so fixed-step solutions are returned at the sample times
     themselves (never interpolated between steps), on uniform and non-uniform grids alike.
@@ -31,7 +31,7 @@ def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
         return t
     gaps = t[1:] - t[:-1]
     # The small slack keeps an interval of exactly k steps (up to rounding) at k, not k + 1.
-    counts = torch.ceil(gaps / step_size - 1e-9).clamp(min=1).long()
+    counts = torch.ceil(gaps.abs() / step_size - 1e-9).clamp(min=1).long()
     interval = torch.repeat_interleave(torch.arange(len(gaps), device=t.device), counts)
     starts = torch.cumsum(counts, 0) - counts
     within = torch.arange(len(interval), device=t.device) - starts[interval]
@@ -92,7 +92,7 @@ def simulate(
         rtol, atol = 1e-7, 1e-9  # unused by fixed-step solvers
         dt = float(gaps.abs().min())
         h = step_size if step_size is not None else dt / 8
-        # torchdiffeq hands over the times it integrates over (negated when t decreases).
+        # torchdiffeq calls this with the sample times as given (also when they decrease).
         options["grid_constructor"] = lambda func, y0, t_: substep_grid(t_, h)
 
     def rhs(time, x):
