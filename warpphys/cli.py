@@ -78,6 +78,27 @@ def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
     return ranges
 
 
+def _check_out(out: str) -> None:
+    """Refuse an --out path that cannot be written, before any simulation is done."""
+    import os
+    from pathlib import Path
+
+    if not out.endswith(".npz"):
+        raise UsageError(f"--out must name an .npz file, got {out!r}")
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out!r} is a folder; name an .npz file, e.g. {out}/data.npz")
+    for folder in path.absolute().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"--out {out!r} cannot be written: {str(folder)!r} is a file")
+            if not os.access(folder, os.W_OK):
+                raise UsageError(
+                    f"--out {out!r} cannot be written: no permission in {str(folder)!r}"
+                )
+            return
+
+
 def cmd_simulate(args) -> int:
     import systems
     from warpphys import data
@@ -92,13 +113,15 @@ def cmd_simulate(args) -> int:
         raise UsageError(
             f"unknown preset {args.preset!r}; choose one of: {', '.join(systems.PRESETS)}"
         )
-    if not args.out.endswith(".npz"):
-        raise UsageError(f"--out must name an .npz file, got {args.out!r}")
+    _check_out(args.out)
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
         device=_device(args.device), ranges=_ranges(args.ranges),
     )
-    traj.save(args.out)
+    try:
+        traj.save(args.out)
+    except OSError as e:
+        raise UsageError(f"cannot write --out {args.out!r}: {e.strerror or e}") from None
     print(json.dumps({
         "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
         "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
