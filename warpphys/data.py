@@ -165,12 +165,14 @@ class Trajectories:
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             if isinstance(e, DataError):
                 raise
-            if "allow_pickle" in str(e):
+            if "Object arrays" in str(e):
                 raise DataError(
                     f"{str(path)!r} holds pickled Python objects, which are never loaded (they can "
                     f"run code); store numbers as float arrays and names as string arrays, "
                     f"e.g. np.array(names, dtype=str)"
                 ) from None
+            if "pickle" in str(e):  # not a zip: numpy would try to unpickle it
+                e = "not an .npz archive; pickled files are never loaded"
             raise DataError(
                 f"{str(path)!r} is not a readable .npz trajectory file ({e}); {hint}"
             ) from None
