@@ -1,0 +1,1 @@
+"""Benchmark scripts (run from a checkout; see each module's docstring)."""
