@@ -35,9 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--system", help="pendulum, lotka_volterra or spring_mass")
     s.add_argument("--preset", help="a paper protocol: msd, msd-zero or lv")
     s.add_argument("--n", type=_positive_int, help="number of trajectories (default: protocol's)")
-    s.add_argument("--split", choices=["train", "val", "test"], default="train")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument(
+        "--split", choices=["train", "val", "test"], default="train",
+        help="train/val: training parameter ranges; test: the wider out-of-distribution ranges "
+        "(default: train)",
+    )
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed; the same seed and split give the same file (default: 0)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument(
         "--range", dest="ranges", action="append", default=[], metavar="NAME=LO:HI",
         help="sample parameter NAME uniformly from [LO, HI] instead of the split's range "
