@@ -250,9 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--scipy-n", type=int, help="trajectories in scipy's timed loop")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-default", action="store_true", help="skip timing the dopri5 default")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = run(args.n, args.steps, quick=args.quick, scipy_n=args.scipy_n, device=args.device,
             with_default=not args.no_default)
     print(json.dumps(r, indent=2) if args.json else report(r))
