@@ -13,6 +13,7 @@ new system is one new module plus one line in ``_REGISTRY``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -125,8 +126,9 @@ def sample(
     proto = get_protocol(system, preset)
     sys_ = get_system(proto.system)
     n = proto.default_n(split) if n is None else n
-    if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"the number of trajectories must be a positive integer, got {n}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise ValueError(f"the number of trajectories must be a positive integer, got {n!r}")
+    n = int(n)
     chosen = dict(proto.ranges(split))
     if ranges:
         overrides = {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}

@@ -70,6 +70,8 @@ def simulate(
     Returns:
         x: (B, T, d) states at the sample times, ``x[:, 0] == x0``.
     """
+    if not (isinstance(x0, torch.Tensor) and x0.is_floating_point()):
+        raise ValueError("x0 must be a floating-point torch tensor (float32 or float64)")
     t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
     params = torch.as_tensor(params, dtype=x0.dtype, device=x0.device)
     if t.ndim != 1 or len(t) < 2:

@@ -195,6 +195,8 @@ def test_simulate_refuses_bad_shapes_and_times():
         systems.simulate(system, torch.tensor([0.0, 0.2, 0.1], dtype=F64), x0, params)
     with pytest.raises(ValueError, match=r"shape \(T,\)"):
         systems.simulate(system, t[None], x0, params)
+    with pytest.raises(ValueError, match="floating-point"):
+        systems.simulate(system, t, x0.long(), params)
 
 
 # -- sample: protocols, seeds and ranges ---------------------------------------------------------
@@ -247,6 +249,9 @@ def test_sample_refuses_invalid_ranges(ranges, message):
 def test_sample_refuses_bad_requests():
     with pytest.raises(ValueError, match="positive integer"):
         systems.sample("pendulum", 0)
+    with pytest.raises(ValueError, match="positive integer"):
+        systems.sample("pendulum", 2.5)
+    assert systems.sample("pendulum", np.int64(1), method="rk4").x.shape[0] == 1
     with pytest.raises(KeyError, match="unknown system 'pendulm'; choose one of"):
         systems.sample("pendulm", 2)
     with pytest.raises(KeyError, match="unknown preset"):
