@@ -50,6 +50,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", required=True, help="output .npz file")
     s.set_defaults(func=cmd_simulate)
+
+    f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
+    src = f.add_argument_group("data (one of, or both: --data with known physics)")
+    src.add_argument("--system", help="a registered system; alone, data are simulated")
+    src.add_argument("--data", help="an .npz trajectory file (split 80/10/10)")
+    f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline")
+    f.add_argument("--epochs", type=_positive_int)
+    f.add_argument("--context", type=_positive_int, help="true steps fed before rolling out")
+    f.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", help="run directory (default runs/<system>-<model>-<time>)")
+    f.add_argument("--force", action="store_true", help="replace an existing run directory")
+    f.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    f.add_argument("--n-train", type=_positive_int, help="simulated training trajectories")
+    f.add_argument("--test-data", help="evaluate on this .npz file instead of the held-out split")
+    f.add_argument("--max-minutes", type=float, help="training time budget")
+    f.add_argument("--batch-size", type=_positive_int)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--width", type=_positive_int, help="root network width")
+    f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
+    f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
+    f.add_argument("--mode", choices=["autoregressive", "parallel"])
+    f.add_argument("--no-figures", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("evaluate", help="metrics of a run on an .npz file (JSON on stdout)")
+    e.add_argument("run_dir")
+    e.add_argument("--data", required=True)
+    e.add_argument("--context", type=_positive_int)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="roll out a run on an .npz file")
+    r.add_argument("run_dir")
+    r.add_argument("--data", required=True)
+    r.add_argument("--context", type=_positive_int, required=True)
+    r.add_argument("--horizon", type=_positive_int, required=True)
+    r.add_argument("--out", required=True, help="output .npz file")
+    r.set_defaults(func=cmd_predict)
     return p
 
 
@@ -131,6 +170,45 @@ def cmd_simulate(args) -> int:
         "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
         "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
     }))
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from warpphys import api
+
+    options = {k: getattr(args, k) for k in ("batch_size", "lr", "width", "depth", "transition",
+                                              "mode") if getattr(args, k) is not None}
+    fitted = api.fit(
+        system=args.system, data=args.data, model=args.model, epochs=args.epochs,
+        context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
+        resume=args.resume, n_train=args.n_train, test_data=args.test_data,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        figures=not args.no_figures, progress=not args.quiet, **options,
+    )
+    print(json.dumps({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
+    return 0
+
+
+def _summary(m: dict) -> dict:
+    keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
+            "param_rel_error", "valid_prediction_time", "fit_seconds", "train_status")
+    return {k: m[k] for k in keys if k in m}
+
+
+def cmd_evaluate(args) -> int:
+    from warpphys import api
+
+    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context), indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from warpphys import api
+
+    if not args.out.endswith(".npz"):
+        raise UsageError(f"--out must name an .npz file, got {args.out!r}")
+    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
+    print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
     return 0
 
 

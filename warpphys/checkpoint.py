@@ -1,0 +1,71 @@
+"""Checkpoints: plain tensors and data only, written atomically, read with weights_only=True.
+
+A checkpoint is a dict ``{"format": "warpphys", "version": 1, "kind": ..., ...}`` of tensors,
+numbers, strings, lists and dicts. It is never unpickled as arbitrary objects: a file that holds
+anything else is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT, VERSION = "warpphys", 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, foreign or unsafe; the message says which."""
+
+
+def save(obj: dict, path: str | os.PathLike) -> Path:
+    """Write ``obj`` atomically: to a temporary file in the same folder, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **obj}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a warpphys checkpoint safely (``weights_only=True``), or raise CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}; is this a warpphys run directory?")
+    try:
+        raw = path.read_bytes()
+        obj = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{str(path)!r} contains objects other than tensors and plain data, so it was not "
+            f"loaded (loading it could run arbitrary code): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupt or not a PyTorch checkpoint ({str(e).splitlines()[0]}); "
+            f"re-run `warpphys fit` or point to another run directory"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is not a warpphys checkpoint (no 'format': 'warpphys' entry)"
+        )
+    if obj.get("version") != VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint version {obj.get('version')}, this warpphys reads "
+            f"version {VERSION}"
+        )
+    return obj

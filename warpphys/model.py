@@ -1,0 +1,332 @@
+"""WARP: weight-space linear recurrent networks.
+
+The hidden state ``theta_t (D,)`` is the flat weight vector of a root network. It evolves by a
+linear recurrence driven by input differences,
+
+    theta_t = A theta_{t-1} + B (x_t - x_{t-1}),     theta_0 = phi(x_0),
+
+with A (D, D) starting at the identity and B (D, d) at zero, and the root evaluated with
+``theta_t`` predicts the next state. States are normalised inside the model (statistics fitted on
+training data and saved with it): users pass and receive physical units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from warpphys.roots import MLPRoot, Root
+
+# -- roots by name ---------------------------------------------------------------------------
+ROOT_TYPES: dict[str, type] = {"mlp": MLPRoot}
+
+
+def register_root(name: str, cls: type) -> None:
+    ROOT_TYPES[name] = cls
+
+
+def build_root(config: dict) -> Root:
+    config = dict(config)
+    kind = config.pop("type")
+    if kind not in ROOT_TYPES:
+        raise ValueError(f"unknown root type {kind!r}; known: {sorted(ROOT_TYPES)}")
+    return ROOT_TYPES[kind](**config)
+
+
+class Normalizer(nn.Module):
+    """Per-state affine normalisation ``(x - mean) / std``, fitted on training data."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> Normalizer:
+        """x: (N, T, d) physical states."""
+        flat = x.reshape(-1, x.shape[-1]).to(self.mean)
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0).clamp_min(1e-8))
+        return self
+
+    def encode(self, x):
+        return (x - self.mean) / self.std
+
+    def decode(self, z):
+        return z * self.std + self.mean
+
+
+class Transition(nn.Module):
+    """The state matrix A, dense (default), diagonal, or identity plus low rank.
+
+    Every form starts at the identity, so theta does not move until B has learned.
+    """
+
+    def __init__(self, size: int, kind: str = "dense", rank: int = 8):
+        super().__init__()
+        self.kind, self.size, self.rank = kind, size, rank
+        if kind == "dense":
+            self.A = nn.Parameter(torch.eye(size))
+        elif kind == "diagonal":
+            self.a = nn.Parameter(torch.ones(size))
+        elif kind == "lowrank":
+            self.U = nn.Parameter(torch.zeros(size, rank))
+            self.V = nn.Parameter(torch.randn(size, rank) / size**0.5)
+        else:
+            raise ValueError(f"unknown transition {kind!r}; use dense, diagonal or lowrank")
+
+    def step(self, theta: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+        """A theta + drive, for theta (B, D) and drive (B, D)."""
+        if self.kind == "dense":
+            return torch.addmm(drive, theta, self.A.t())
+        if self.kind == "diagonal":
+            return torch.addcmul(drive, theta, self.a)
+        return drive + theta + (theta @ self.V) @ self.U.t()
+
+    def matrix(self) -> torch.Tensor:
+        if self.kind == "dense":
+            return self.A
+        if self.kind == "diagonal":
+            return torch.diag(self.a)
+        return torch.eye(self.size, device=self.U.device) + self.U @ self.V.t()
+
+
+@dataclass
+class Output:
+    """Predictions of a run: ``mean (B, T-1, d)`` of x_1..x_{T-1} (normalised units),
+    ``log_std`` (same shape, or None), and optionally ``theta (B, T-1, D)``, the weights that
+    made each prediction."""
+
+    mean: torch.Tensor
+    log_std: torch.Tensor | None = None
+    theta: torch.Tensor | None = None
+
+
+class WARP(nn.Module):
+    """A weight-space linear RNN.
+
+    Args:
+        dim: state size d.
+        root: the root network (see :mod:`warpphys.roots` and :mod:`warpphys.physics`).
+        hypernet: theta_0 = phi(x_0) with an MLP phi (else a learned vector).
+        hyper_width: width of phi's two hidden layers.
+        transition: "dense", "diagonal" or "lowrank" A.
+        diff: what drives the recurrence. "input": x_t - x_{t-1} of the inputs fed (the
+            ordinary difference); "prediction": x_t - xhat_{t-1}, against the model's estimate of
+            the previous state (the paper's filter-like variant); "innovation": x_t - xhat_t,
+            the one-step prediction error alone, so that theta integrates its own errors like
+            an adaptive observer and stays put (up to A) during rollout. "input" and
+            "prediction" agree during rollout.
+    """
+
+    def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
+                 transition: str = "dense", rank: int = 8, diff: str = "input"):
+        super().__init__()
+        if diff not in ("input", "prediction", "innovation"):
+            raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
+        self.dim, self.root, self.diff = dim, root, diff
+        self.hyper_width, self.use_hypernet = hyper_width, hypernet
+        D = root.num_weights
+        self.normalizer = Normalizer(dim)
+        self.register_buffer("window", torch.ones(()))  # training time span, for tau
+        self.transition = Transition(D, transition, rank)
+        self.B = nn.Parameter(torch.zeros(D, dim))
+        theta_init = root.initial_weights()
+        if hypernet:
+            self.hypernet = nn.Sequential(
+                nn.Linear(dim, hyper_width), nn.GELU(),
+                nn.Linear(hyper_width, hyper_width), nn.GELU(),
+                nn.Linear(hyper_width, D),
+            )
+            with torch.no_grad():
+                last = self.hypernet[-1]
+                last.weight.mul_(0.01)
+                last.bias.copy_(theta_init)
+        else:
+            self.theta_init = nn.Parameter(theta_init.clone())
+
+    # -- configuration ----------------------------------------------------------------------
+    @property
+    def num_weights(self) -> int:
+        return self.root.num_weights
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
+                "hyper_width": self.hyper_width, "transition": self.transition.kind,
+                "rank": self.transition.rank, "diff": self.diff}
+
+    @classmethod
+    def from_config(cls, config: dict) -> WARP:
+        config = dict(config)
+        root = build_root(config.pop("root"))
+        return cls(root=root, **config)
+
+    # -- pieces -----------------------------------------------------------------------------
+    def theta0(self, x0n: torch.Tensor) -> torch.Tensor:
+        """Initial root weights (B, D) from the first (normalised) state (B, d)."""
+        if self.use_hypernet:
+            return self.hypernet(x0n)
+        return self.theta_init.expand(x0n.shape[0], -1)
+
+    def tau(self, t: torch.Tensor) -> torch.Tensor:
+        """Normalised time (T,): 0 at the first sample, 1 at the end of the training window."""
+        return (t - t[0]) / self.window
+
+    def _root(self, theta, tau, x_prev, dt):
+        return self.root(theta, tau, x_prev, dt, self.normalizer)
+
+    # -- the three ways to run ---------------------------------------------------------------
+    def run(self, xn: torch.Tensor, t: torch.Tensor, *, context: int, p_forcing: float = 0.0,
+            generator: torch.Generator | None = None, keep_theta: bool = False) -> Output:
+        """Autoregressive run in normalised units (training and inference).
+
+        Args:
+            xn: (B, T_x, d) normalised states; the first ``context`` are always fed.
+            t: (T,) times of the whole run, T >= context; T may exceed T_x (pure rollout there).
+            context: number of true steps fed before rolling out (>= 1).
+            p_forcing: beyond the context, probability of feeding the true state instead of the
+                prediction (scheduled sampling; needs T_x == T when > 0).
+            keep_theta: also return the weights used at every step.
+        Returns:
+            Output with ``mean (B, T-1, d)``: predictions of steps 1..T-1.
+        """
+        T = t.shape[0]
+        if not 1 <= context <= xn.shape[1]:
+            raise ValueError(f"context must be between 1 and {xn.shape[1]}, got {context}")
+        if p_forcing > 0 and xn.shape[1] < T:
+            raise ValueError("scheduled sampling needs the true states of every step")
+        tau, dt = self.tau(t), t[1:] - t[:-1]
+        B = xn.shape[0]
+        theta = self.theta0(xn[:, 0])
+        x_in = xn[:, 0]
+        prev_est = x_in
+        means, stds, thetas = [], [], []
+        if p_forcing > 0:
+            force = torch.rand(B, T, generator=generator, device=xn.device) < p_forcing
+        for s in range(T - 1):
+            mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B))
+            means.append(mean)
+            if log_std is not None:
+                stds.append(log_std)
+            if keep_theta:
+                thetas.append(theta)
+            if s == T - 2:
+                break
+            if s + 1 < context:
+                nxt = xn[:, s + 1]
+            elif p_forcing > 0:
+                nxt = torch.where(force[:, s + 1, None], xn[:, s + 1], mean)
+            else:
+                nxt = mean
+            base = {"input": x_in, "prediction": prev_est, "innovation": mean}[self.diff]
+            theta = self.transition.step(theta, (nxt - base) @ self.B.t())
+            x_in, prev_est = nxt, mean
+        return Output(
+            torch.stack(means, 1),
+            torch.stack(stds, 1) if stds else None,
+            torch.stack(thetas, 1) if keep_theta else None,
+        )
+
+    def run_parallel(self, xn: torch.Tensor, t: torch.Tensor, keep_theta: bool = False) -> Output:
+        """Teacher-forced run: every theta_t from the linear recurrence on the true differences,
+        then the root evaluated for all steps at once (no root inside the time loop).
+
+        Equals ``run(xn, t, context=T)``; only for ``diff == "input"``.
+        """
+        if self.diff != "input":
+            raise ValueError(
+                f"the parallel mode needs diff='input' (this model uses {self.diff!r})"
+            )
+        B, T, d = xn.shape
+        drive = (xn[:, 1:] - xn[:, :-1]) @ self.B.t()  # (B, T-1, D)
+        theta = self.theta0(xn[:, 0])
+        thetas = [theta]
+        for s in range(T - 2):
+            theta = self.transition.step(theta, drive[:, s])
+            thetas.append(theta)
+        th = torch.stack(thetas, 1)  # (B, T-1, D)
+        tau = self.tau(t)[1:].expand(B, -1)
+        dt = (t[1:] - t[:-1]).expand(B, -1)
+        mean, log_std = self._root(
+            th.reshape(-1, th.shape[-1]), tau.reshape(-1), xn[:, :-1].reshape(-1, d),
+            dt.reshape(-1),
+        )
+        mean = mean.view(B, T - 1, d)
+        log_std = None if log_std is None else log_std.view(B, T - 1, d)
+        return Output(mean, log_std, th if keep_theta else None)
+
+    # -- physics roots ----------------------------------------------------------------------------
+    @property
+    def has_params(self) -> bool:
+        """Whether the root reads out physical parameters (physics roots)."""
+        return hasattr(self.root, "params")
+
+    def fit_data_scales(self, train, system) -> None:
+        """Let a physics root take its parameter scales from the training data."""
+        if self.has_params:
+            from warpphys.physics import physics_scales
+
+            physics_scales(self.root, train, float(self.window))
+
+    @torch.no_grad()
+    def recover_params(self, x: torch.Tensor, t: torch.Tensor, context: int) -> torch.Tensor:
+        """Physical parameters (B, p) read from the weights after feeding ``context`` steps of
+        ``x (B, >=K, d)`` (physical units): one forward pass, no gradient step."""
+        if not self.has_params:
+            raise TypeError("this root has no physical parameters (use a physics root)")
+        K = context
+        if K < 2:
+            raise ValueError("parameter recovery needs a context of at least 2 steps")
+        xn = self.normalizer.encode(x[:, :K])
+        t_ext = torch.cat([t[:K], t[K - 1:K] + (t[K - 1] - t[K - 2])])
+        out = self.run(xn, t_ext, context=K, keep_theta=True)
+        B = x.shape[0]
+        return self.root.params(out.theta[:, -1], self.tau(t_ext)[K].expand(B), xn[:, K - 1])
+
+    @torch.no_grad()
+    def rollout(self, x: torch.Tensor, t: torch.Tensor, context: int,
+                keep_theta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference in physical units: feed ``context`` true steps of ``x (B, >=K, d)``, then
+        roll out to every time in ``t (K+H,)``, also past the training window (tau > 1).
+
+        Returns ``(x_hat (B, K+H, d), theta (B, K+H-1, D) or None)``; the first K rows of
+        ``x_hat`` are the given context.
+        """
+        xn = self.normalizer.encode(x[:, :context])
+        out = self.run(xn, t, context=context, keep_theta=keep_theta)
+        pred = self.normalizer.decode(out.mean[:, context - 1:])
+        return torch.cat([x[:, :context], pred], 1), out.theta
+
+    # -- training -------------------------------------------------------------------------------
+    def training_loss(self, xn, t, *, context, p_forcing=1.0, generator=None, params=None,
+                      mode="autoregressive", param_weight=1.0) -> dict:
+        """Loss on one batch of normalised trajectories ``xn (B, T, d)``.
+
+        Mean squared error of the next-step predictions (Gaussian negative log-likelihood when the
+        root predicts a std), plus, for physics roots given true ``params``, the root's parameter
+        loss weighted by ``param_weight``.
+        """
+        if mode == "parallel":
+            out = self.run_parallel(xn, t, keep_theta=self.root.wants_theta)
+        elif mode == "autoregressive":
+            out = self.run(xn, t, context=context, p_forcing=p_forcing, generator=generator,
+                           keep_theta=self.root.wants_theta)
+        else:
+            raise ValueError(f"unknown training mode {mode!r}: autoregressive or parallel")
+        target = xn[:, 1:]
+        if out.log_std is not None:
+            log_std = out.log_std.clamp_min(math.log(1e-4))
+            loss = (0.5 * ((target - out.mean) / log_std.exp()) ** 2 + log_std).mean()
+        else:
+            loss = ((target - out.mean) ** 2).mean()
+        logs = {"mse": ((target - out.mean) ** 2).mean().detach()}
+        if params is not None and param_weight > 0 and self.root.wants_theta:
+            ploss = self.root.param_loss(out.theta, xn, t, params, self.normalizer, self)
+            if ploss is not None:
+                logs["param_loss"] = ploss.detach()
+                loss = loss + param_weight * ploss
+        logs["loss"] = loss
+        return logs

@@ -1,0 +1,234 @@
+"""Physics roots: root networks that embed the known ODE of a registered system (WARP-Phys).
+
+Written once for every system of :mod:`systems`. The root's MLP, evaluated with the weights
+``theta`` of each trajectory, maps (tau, x_prev) to the system's physical parameters; the known
+physics then advances x_prev by one sample step dt:
+
+* :class:`ODERoot`: one step of the system's vector field, integrated with a torchdiffeq
+  fixed-step solver (RK4 with substeps by default: stable and accurate over the whole parameter
+  range, including the stiff end of the MSD test ranges where an explicit Euler step fails).
+* :class:`ClosedFormRoot`: exact propagation ``expm(M dt) x`` for linear systems (those with a
+  ``generator_matrix``), so that errors come only from the parameters.
+* :class:`HybridRoot`: the known vector field plus a small neural correction (also carried in
+  theta), for physics known only in part.
+
+Parameters are positive: ``scale * exp(z)``, with ``z`` softly bounded to ``+-log_range`` and
+``scale`` taken from the training data (the geometric mean of its parameters when the file has
+them, else a global least-squares fit of the physics to the data), never from default ranges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchdiffeq import odeint
+
+import systems
+from warpphys.roots import BatchedMLP, Root
+
+
+class PhysicsRoot(Root):
+    """Common part of the physics roots: the parameter MLP and the parameter loss."""
+
+    wants_theta = True
+
+    def __init__(self, system: str, *, width: int = 16, depth: int = 2, log_range: float = 5.0,
+                 activation: str = "tanh"):
+        super().__init__()
+        self.system_name = system
+        self.system = systems.get_system(system)
+        self.dim = self.system.dim
+        self.width, self.depth, self.log_range = width, depth, log_range
+        self.param_mlp = BatchedMLP([1 + self.dim] + [width] * depth + [self.system.n_params],
+                                    activation)
+        self.num_weights = self.param_mlp.num_weights
+        self.register_buffer("log_scale", torch.zeros(self.system.n_params))
+        # scale of the identifiable combinations, for the parameter loss
+        self.register_buffer("ident_scale", torch.ones(len(self.system.identifiable_names)))
+
+    def config(self) -> dict:
+        return {"type": self.kind, "system": self.system_name, "width": self.width,
+                "depth": self.depth, "log_range": self.log_range,
+                "activation": self.param_mlp.activation}
+
+    def initial_weights(self) -> torch.Tensor:
+        # small last layer: every trajectory starts at the data's typical parameters
+        return self.param_mlp.initial_weights(last_scale=0.01)
+
+    # -- parameters ---------------------------------------------------------------------------
+    def params(self, theta, tau, x_prev) -> torch.Tensor:
+        """Physical parameters (B, p) from weights (B, D), tau (B,), normalised x_prev (B, d)."""
+        z = self.param_mlp(theta[..., : self.param_mlp.num_weights],
+                           torch.cat([tau.unsqueeze(-1), x_prev], -1))
+        z = self.log_range * torch.tanh(z / self.log_range)
+        return torch.exp(self.log_scale + z)
+
+    @torch.no_grad()
+    def set_scales(self, params: np.ndarray) -> None:
+        """Scales from known parameters (N, p): geometric means (positive part)."""
+        p = torch.as_tensor(params, dtype=self.log_scale.dtype)
+        pos = p.clamp_min(1e-12)
+        self.log_scale.copy_(pos.log().mean(0))
+        ident = self.system.identifiable(p)
+        self.ident_scale.copy_(ident.abs().mean(0).clamp_min(1e-12))
+
+    def param_loss(self, theta, xn, t, params, normalizer, model):
+        """Squared error of the identifiable parameter combinations at every step, relative to
+        their typical size in the training data (robust to zero damping)."""
+        B, S, D = theta.shape
+        tau = model.tau(t)[1:S + 1].expand(B, -1)
+        est = self.params(theta.reshape(-1, D), tau.reshape(-1), xn[:, :S].reshape(-1, self.dim))
+        ident_est = self.system.identifiable(est).view(B, S, -1)
+        ident_true = self.system.identifiable(params)[:, None, :]
+        return (((ident_est - ident_true) / self.ident_scale) ** 2).mean()
+
+    # -- stepping -------------------------------------------------------------------------------
+    def advance(self, x, params, dt, theta):
+        """Physical state (B, d) after one step dt (B,)."""
+        raise NotImplementedError
+
+    def forward(self, theta, tau, x_prev, dt, normalizer):
+        p = self.params(theta, tau, x_prev)
+        x = normalizer.decode(x_prev)
+        return normalizer.encode(self.advance(x, p, dt, theta)), None
+
+
+class ODERoot(PhysicsRoot):
+    """One step of the system's own vector field, integrated with torchdiffeq.
+
+    Args:
+        system: registered system name.
+        method: a torchdiffeq fixed-step method ("rk4", "midpoint", "euler", ...).
+        substeps: solver steps per sample step; "auto" picks 1-8 from the training data's
+            largest step-to-step changes (saved with the model).
+        width, depth: the parameter MLP. log_range: bound of log(param / scale).
+    """
+
+    kind = "ode"
+
+    def __init__(self, system: str, *, method: str = "rk4", substeps: int | str = "auto", **kw):
+        super().__init__(system, **kw)
+        self.method = method
+        self.substeps_auto = substeps == "auto"
+        self.substeps = 4 if self.substeps_auto else int(substeps)
+        self.register_buffer("_unit", torch.tensor([0.0, 1.0]))
+
+    def config(self) -> dict:
+        return {**super().config(), "method": self.method, "substeps": self.substeps}
+
+    def vector_field(self, x, params, theta):
+        return self.system.vector_field(None, x, params)
+
+    def advance(self, x, params, dt, theta):
+        # integrate in the unit interval s = (t - t_prev) / dt, so each row keeps its own dt
+        scale = dt.to(x.dtype).unsqueeze(-1)
+
+        def rhs(s, y):
+            return scale * self.vector_field(y, params, theta)
+
+        ys = odeint(rhs, x, self._unit.to(x), method=self.method,
+                    options={"step_size": 1.0 / self.substeps})
+        return ys[-1]
+
+
+class ClosedFormRoot(PhysicsRoot):
+    """Exact propagation of a linear system: ``x_next = expm(M(params) dt) x_prev``."""
+
+    kind = "closed_form"
+
+    def __init__(self, system: str, **kw):
+        super().__init__(system, **kw)
+        if not hasattr(self.system, "generator_matrix"):
+            raise ValueError(
+                f"system {system!r} is not linear (no generator_matrix); use the ODE root"
+            )
+
+    def advance(self, x, params, dt, theta):
+        gen = self.system.generator_matrix(params) * dt.to(x.dtype)[:, None, None]
+        return torch.einsum("bij,bj->bi", torch.linalg.matrix_exp(gen), x)
+
+
+class HybridRoot(ODERoot):
+    """Known vector field plus a neural correction: dx/dt = f(x, params) + g_theta(x).
+
+    The correction MLP's weights are part of theta (after the parameter MLP's), so it adapts to
+    each trajectory like the rest. Its last layer starts at zero: the hybrid root then equals the
+    ODE root exactly.
+    """
+
+    kind = "hybrid"
+
+    def __init__(self, system: str, *, correction_width: int = 16, **kw):
+        super().__init__(system, **kw)
+        self.correction_width = correction_width
+        self.correction = BatchedMLP([self.dim, correction_width, self.dim], "tanh")
+        self.num_weights = self.param_mlp.num_weights + self.correction.num_weights
+        self.register_buffer("x_mean", torch.zeros(self.dim))
+        self.register_buffer("x_scale", torch.ones(self.dim))
+        self.register_buffer("rate_scale", torch.ones(self.dim))
+
+    def config(self) -> dict:
+        return {**super().config(), "correction_width": self.correction_width}
+
+    def initial_weights(self) -> torch.Tensor:
+        return torch.cat([super().initial_weights(),
+                          self.correction.initial_weights(last_scale=0.0)])
+
+    @torch.no_grad()
+    def set_state_scales(self, x: np.ndarray, window: float) -> None:
+        """Input normalisation of the correction, and its output scale (state std / window)."""
+        flat = torch.as_tensor(x.reshape(-1, x.shape[-1]), dtype=self.x_mean.dtype)
+        self.x_mean.copy_(flat.mean(0))
+        self.x_scale.copy_(flat.std(0).clamp_min(1e-8))
+        self.rate_scale.copy_(self.x_scale / window)
+
+    def vector_field(self, x, params, theta):
+        known = self.system.vector_field(None, x, params)
+        w = theta[..., self.param_mlp.num_weights:]
+        return known + self.rate_scale * self.correction(w, (x - self.x_mean) / self.x_scale)
+
+
+ROOTS = {"ode": ODERoot, "closed_form": ClosedFormRoot, "hybrid": HybridRoot}
+
+
+def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, steps: int = 300,
+                      seed: int = 0) -> np.ndarray:
+    """One parameter vector (p,) for all trajectories, by least squares of one-step predictions
+    (RK4 through the vector field), starting from 1 in log space. Used to scale the physics
+    roots when the data carry no parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.as_tensor(x, dtype=torch.float64)
+    idx = torch.randperm(xs.shape[0], generator=gen)[:256]
+    xs = xs[idx]
+    dt = torch.as_tensor(np.diff(t), dtype=torch.float64)
+    std = xs.reshape(-1, xs.shape[-1]).std(0).clamp_min(1e-8)
+    logp = torch.zeros(system.n_params, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([logp], lr=0.1)
+    unit = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    x0, x1 = xs[:, :-1].reshape(-1, xs.shape[-1]), xs[:, 1:].reshape(-1, xs.shape[-1])
+    h = dt.expand(xs.shape[0], -1).reshape(-1, 1)
+    for _ in range(steps):
+        p = logp.exp().expand(x0.shape[0], -1)
+        pred = odeint(lambda s, y, p=p: h * system.vector_field(None, y, p), x0, unit, method="rk4",
+                      options={"step_size": 0.25})[-1]
+        loss = (((pred - x1) / std) ** 2).mean()
+        if not torch.isfinite(loss):
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return logp.detach().exp().numpy()
+
+
+def physics_scales(root: PhysicsRoot, train, window: float) -> None:
+    """Set a physics root's scales from training Trajectories (see the module docstring)."""
+    params = train.system_params(root.system)
+    if params is None or np.any(params < 0):
+        params = fit_global_params(root.system, train.x, train.t)[None, :]
+    root.set_scales(params)
+    if isinstance(root, ODERoot) and root.substeps_auto:
+        # enough RK substeps that one substep moves a state by at most ~1/4 of its spread
+        rel = np.abs(np.diff(train.x, axis=1)) / train.x.reshape(-1, train.dim).std(0)
+        root.substeps = int(np.clip(np.ceil(4 * np.quantile(rel, 0.99)), 1, 8))
+    if isinstance(root, HybridRoot):
+        root.set_state_scales(train.x, window)

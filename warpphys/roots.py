@@ -1,0 +1,137 @@
+"""Root networks: functions whose weights are WARP's hidden state ``theta``.
+
+A root receives, for every trajectory in the batch, its own flat weight vector ``theta (B, D)``
+and evaluates one prediction step, vectorised over the batch (batched matmuls, no Python loop
+over trajectories):
+
+    mean, log_std = root(theta, tau, x_prev, dt, normalizer)
+
+with ``tau (B,)`` the normalised time of the predicted step (1.0 at the end of the training
+window), ``x_prev (B, d)`` the previous state in normalised units, ``dt (B,)`` the time step in
+physical units. ``mean (B, d)`` is the next state in normalised units; ``log_std`` is ``None``
+unless the root predicts an uncertainty. Physics roots live in :mod:`warpphys.physics`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Root(nn.Module):
+    """Interface of a root network (see the module docstring)."""
+
+    #: flat weight count D
+    num_weights: int
+    #: whether the root outputs a log standard deviation
+    probabilistic: bool = False
+    #: whether training needs the weights theta of every step (physics roots' parameter loss)
+    wants_theta: bool = False
+
+    def param_loss(self, theta, xn, t, params, normalizer, model):
+        """Auxiliary loss on known physical parameters (physics roots); None for others."""
+        return None
+
+    def initial_weights(self) -> torch.Tensor:
+        """A good flat starting point ``theta (D,)`` (the hypernetwork starts near it)."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Plain-data constructor arguments, saved in checkpoints."""
+        raise NotImplementedError
+
+
+def _activation(name: str):
+    acts = {"tanh": torch.tanh, "gelu": nn.functional.gelu, "relu": torch.relu,
+            "softplus": nn.functional.softplus, "sin": torch.sin}
+    if name not in acts:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(acts)}")
+    return acts[name]
+
+
+class BatchedMLP(nn.Module):
+    """An MLP evaluated with a different flat weight vector per batch row.
+
+    ``sizes = [in, h1, ..., out]``; weights are laid out layer by layer as W (out, in) then b.
+    """
+
+    def __init__(self, sizes: list[int], activation: str = "tanh"):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.activation = activation
+        self._act = _activation(activation)
+        self.shapes = [(o, i) for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
+        self.num_weights = sum(o * i + o for o, i in self.shapes)
+
+    def initial_weights(self, last_scale: float = 1.0, generator=None) -> torch.Tensor:
+        """Glorot-like random weights, zero biases; the last layer scaled by ``last_scale``."""
+        parts = []
+        for j, (o, i) in enumerate(self.shapes):
+            w = torch.randn(o, i, generator=generator) * math.sqrt(1.0 / i)
+            if j == len(self.shapes) - 1:
+                w = w * last_scale
+            parts += [w.flatten(), torch.zeros(o)]
+        return torch.cat(parts)
+
+    def forward(self, theta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """theta: (..., D), h: (..., in) -> (..., out); leading dims are broadcast-free equal."""
+        lead = h.shape[:-1]
+        theta = theta.reshape(-1, theta.shape[-1])
+        h = h.reshape(-1, h.shape[-1])
+        k = 0
+        for j, (o, i) in enumerate(self.shapes):
+            w = theta[:, k:k + o * i].view(-1, o, i)
+            k += o * i
+            b = theta[:, k:k + o]
+            k += o
+            h = torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1)
+            if j < len(self.shapes) - 1:
+                h = self._act(h)
+        return h.reshape(*lead, h.shape[-1])
+
+
+class MLPRoot(Root):
+    """Black-box root: an MLP of (tau, x_prev) predicting the next state.
+
+    Args:
+        dim: state size d.
+        width, depth: hidden layer width and number of hidden layers.
+        use_state: feed the previous state x_prev (else the root sees only tau and represents the
+            trajectory as a function of time, as in the original WARP).
+        residual: predict x_prev + output (only with ``use_state``).
+        probabilistic: also output a log std for a Gaussian negative log-likelihood.
+        activation: tanh, gelu, relu, softplus or sin.
+    """
+
+    def __init__(self, dim: int, *, width: int = 16, depth: int = 2, use_state: bool = True,
+                 residual: bool = True, probabilistic: bool = False, activation: str = "tanh"):
+        super().__init__()
+        self.dim, self.width, self.depth = dim, width, depth
+        self.use_state, self.residual = use_state, residual and use_state
+        self.probabilistic = probabilistic
+        n_in = 1 + (dim if use_state else 0)
+        n_out = dim * (2 if probabilistic else 1)
+        self.mlp = BatchedMLP([n_in] + [width] * depth + [n_out], activation)
+        self.num_weights = self.mlp.num_weights
+
+    def initial_weights(self) -> torch.Tensor:
+        # a small last layer: the residual root starts close to "stay where you are"
+        return self.mlp.initial_weights(last_scale=0.1 if self.residual else 1.0)
+
+    def config(self) -> dict:
+        return {"type": "mlp", "dim": self.dim, "width": self.width, "depth": self.depth,
+                "use_state": self.use_state, "residual": self.residual,
+                "probabilistic": self.probabilistic, "activation": self.mlp.activation}
+
+    def forward(self, theta, tau, x_prev, dt=None, normalizer=None):
+        h = tau.unsqueeze(-1)
+        if self.use_state:
+            h = torch.cat([h, x_prev], -1)
+        out = self.mlp(theta, h)
+        mean = out[..., : self.dim]
+        if self.residual:
+            mean = x_prev + mean
+        log_std = out[..., self.dim:] if self.probabilistic else None
+        return mean, log_std
