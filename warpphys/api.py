@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -237,6 +238,8 @@ class FittedModel:
         ckpt = checkpoint.load(run_dir / MODEL_FILE)
         if ckpt.get("kind") != "model":
             raise checkpoint.CheckpointError(f"{run_dir / MODEL_FILE} is not a model checkpoint")
+        import warpphys.physics  # noqa: F401  (registers the physics roots the model may use)
+
         try:
             model_cls = MODEL_CLASSES[ckpt["class"]]
             model = model_cls.from_config(ckpt["model_config"])
@@ -255,10 +258,14 @@ class FittedModel:
 
 def _write_json(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_jsonable)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, default=_jsonable)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _jsonable(o):
@@ -293,14 +300,23 @@ def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectori
             traj.subset(np.sort(perm[n_val:n_val + n_test])))
 
 
-def _prepare_run_dir(out, *, force: bool) -> Path:
-    run_dir = Path(out)
+def _check_run_dir(run_dir: Path, *, force: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty directory without ``force``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(
+            f"--out {str(run_dir)!r} is a file, not a run directory; choose another --out"
+        )
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise RunError(
+            f"run directory {str(run_dir)!r} exists already; choose another --out, continue "
+            f"it with --resume {run_dir}, or replace it with --force"
+        )
+
+
+def _prepare_run_dir(run_dir: Path, *, force: bool) -> Path:
+    """Create the run directory (emptying it with ``force``); only once the inputs are valid."""
+    _check_run_dir(run_dir, force=force)
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise RunError(
-                f"run directory {str(run_dir)!r} exists already; choose another --out, continue "
-                f"it with --resume {run_dir}, or replace it with --force"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -370,7 +386,8 @@ def fit(
     if unknown:
         raise RunError(f"unknown options {sorted(unknown)} for model {model!r}")
     test_file = Trajectories.load(test_data, system=system) if test_data is not None else None
-    run_dir = _prepare_run_dir(out or _default_out(system, data, model), force=force)
+    run_dir = Path(out or _default_out(system, data, model))
+    _check_run_dir(run_dir, force=force)  # created (or emptied) only once all inputs are valid
     dev = resolve_device(device)
     torch.manual_seed(seed)
 
@@ -398,7 +415,7 @@ def fit(
         opts["epochs"] = int(epochs)
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
     return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
-                             figures=figures, max_seconds=max_seconds)
+                             figures=figures, max_seconds=max_seconds, force=force)
 
 
 def _model_option_names(model: str) -> set:
@@ -442,7 +459,7 @@ def _tensors(traj: Trajectories, dev: str):
 
 
 def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures, max_seconds,
-                      resume_state=None) -> FittedModel:
+                      resume_state=None, force=False) -> FittedModel:
     sys_ = systems.get_system(info["system"]) if info["system"] else None
     opts = info["options"]
     torch.manual_seed(info["seed"])
@@ -458,6 +475,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         context=info["context"], mode=opts["mode"], seed=info["seed"], max_seconds=max_seconds,
         **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end") if k in opts},
     )
+    if resume_state is None:
+        _prepare_run_dir(run_dir, force=force)
     _write_json(info, run_dir / CONFIG_FILE)
     trainer = Trainer(net, cfg, run_dir, extra={"info": json.dumps(info, default=_jsonable)},
                       device=dev, progress=progress)
@@ -474,7 +493,7 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         warnings.warn(hist.message, stacklevel=2)
     info = {**info, "fit_seconds": hist.seconds, "status": hist.status,
             "status_message": hist.message, "epochs_run": len(hist.epoch),
-            "best_val_mse": trainer.best_val}
+            "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None}
     fitted = FittedModel(net.eval(), info, {}, run_dir, dev)
     save_model(fitted, run_dir)
     _write_json(info, run_dir / CONFIG_FILE)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -48,15 +50,22 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"no checkpoint at {str(path)!r}; is this a warpphys run directory?")
     try:
         raw = path.read_bytes()
-        obj = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's own text advises weights_only=False; name only the refused object, if any
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f" (it refers to {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{str(path)!r} contains objects other than tensors and plain data, so it was not "
-            f"loaded (loading it could run arbitrary code): {str(e).splitlines()[0]}"
+            f"{str(path)!r} contains objects other than tensors and plain data{what}, so it was "
+            f"not loaded: loading it could run arbitrary code; use a run directory written by "
+            f"`warpphys fit`"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{str(path)!r} is corrupt or not a PyTorch checkpoint ({str(e).splitlines()[0]}); "
+            f"{str(path)!r} is corrupt or not a PyTorch checkpoint ({reason}); "
             f"re-run `warpphys fit` or point to another run directory"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -24,6 +24,7 @@ import torch
 from torchdiffeq import odeint
 
 import systems
+from warpphys.model import register_root
 from warpphys.roots import BatchedMLP, Root
 
 
@@ -189,6 +190,8 @@ class HybridRoot(ODERoot):
 
 
 ROOTS = {"ode": ODERoot, "closed_form": ClosedFormRoot, "hybrid": HybridRoot}
+for _kind, _cls in ROOTS.items():  # so that saved models rebuild them (model.build_root)
+    register_root(_kind, _cls)
 
 
 def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, steps: int = 300,

@@ -194,7 +194,7 @@ class Trainer:
                     )
                     loss = logs["loss"]
                     if not torch.isfinite(loss) or loss.item() > 1e8:
-                        raise Diverged(f"training loss became {float(loss):.3g} at epoch {epoch}")
+                        raise Diverged(f"training loss became {loss.item():.3g} at epoch {epoch}")
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
