@@ -135,5 +135,5 @@ def test_parameters_are_positive_and_scaled_to_the_data():
     p = root.params(theta, torch.rand(5), torch.randn(5, 2))
     assert (p > 0).all()
     # starts at the data's geometric mean, whatever the units
-    np.testing.assert_allclose(p.detach().numpy(), np.exp(np.log(params).mean(0))[None].repeat(5, 0),
-                               rtol=0.1)
+    typical = np.exp(np.log(params).mean(0))
+    np.testing.assert_allclose(p.detach().numpy(), typical[None].repeat(5, 0), rtol=0.1)

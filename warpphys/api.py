@@ -41,10 +41,10 @@ class RunError(ValueError):
 def _build_warp(dim, system, opts, data_info):
     root = MLPRoot(dim, width=opts["width"], depth=opts["depth"])
     return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
-                diff=opts["diff"])
+                diff=opts["diff"], a_init=opts["a_init"])
 
 
-_build_warp.options = {"diff": "input"}
+_build_warp.options = {"diff": "input", "a_init": "identity"}
 
 
 def _build_warp_phys(dim, system, opts, data_info):
@@ -65,11 +65,11 @@ def _build_warp_phys(dim, system, opts, data_info):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
     return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
-                diff=opts["diff"])
+                diff=opts["diff"], a_init=opts["a_init"])
 
 
 _build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
-                            "diff": "innovation"}
+                            "diff": "input", "a_init": "spectral"}
 
 
 #: model name -> builder(dim, system or None, options, data_info) -> nn.Module
@@ -212,21 +212,37 @@ class FittedModel:
     def _param_metrics(self, traj, K, params) -> dict:
         if not getattr(self.model, "has_params", False) or params is None or self.system is None:
             return {}
-        est = self.recover_params(traj, K)
         sys_ = self.system
-        err = metrics.param_relative_error(sys_.identifiable(params), sys_.identifiable(est))
-        return {"param_rel_error": err["median"], "param_rel_error_mean": err["mean"],
-                "param_rel_error_per_param": dict(zip(sys_.identifiable_names,
-                                                      err["per_param_median"], strict=True))}
+        true = sys_.identifiable(params)
+        out = {}
+        for key, refine in (("param_rel_error", False), ("param_rel_error_refined", True)):
+            err = metrics.param_relative_error(
+                true, sys_.identifiable(self.recover_params(traj, K, refine=refine)))
+            out[key] = err["median"]
+            out[key + "_per_param"] = dict(
+                zip(sys_.identifiable_names, err["per_param_median"], strict=True))
+        return out
 
     @torch.no_grad()
-    def recover_params(self, traj: Trajectories, context: int | None = None) -> np.ndarray:
-        """Physical parameters (N, p) estimated from the context window in one forward pass."""
+    def recover_params(self, traj: Trajectories, context: int | None = None, *,
+                       refine: bool = False, iterations: int = 10) -> np.ndarray:
+        """Physical parameters (N, p) estimated from the context window.
+
+        By default in one forward pass of WARP-Phys (amortised, gradient-free). With ``refine``,
+        the estimate then seeds ``iterations`` batched Levenberg-Marquardt steps on the context's
+        one-step errors through the same physics step (see :mod:`warpphys.refine`).
+        """
         K = self.context if context is None else int(context)
         self._check(traj, K)
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = torch.as_tensor(traj.t[:K], dtype=torch.float32, device=self.device)
-        return self.model.recover_params(x, t, K).double().cpu().numpy()
+        est, theta = self.model.recover_params(x, t, K, return_theta=True)
+        if refine:
+            from warpphys.refine import refine_params
+
+            est = refine_params(self.model.root, x.double(), t.double(), est.double(),
+                                theta=theta.double(), iterations=iterations)
+        return est.double().cpu().numpy()
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod

@@ -59,17 +59,37 @@ class Normalizer(nn.Module):
         return z * self.std + self.mean
 
 
+def spectral_init(size: int) -> torch.Tensor:
+    """A block-diagonal A of damped 2x2 rotations: angles per step from 0.01 to 3 rad (log-spaced)
+    and radii from 0.999 to 0.8, so that theta starts as a bank of damped Fourier transforms of
+    the input differences (a linear filter bank that can tell frequencies and decay rates apart;
+    with A = I the sum of differences telescopes to x_t - x_0 and forgets the history)."""
+    n = size // 2
+    ang = torch.logspace(math.log10(0.01), math.log10(3.0), n)
+    rad = 1.0 - torch.logspace(-3.0, math.log10(0.2), n)
+    c, s = rad * torch.cos(ang), rad * torch.sin(ang)
+    blocks = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    A = torch.eye(size)
+    A[: 2 * n, : 2 * n] = torch.block_diag(*blocks)
+    return A
+
+
 class Transition(nn.Module):
     """The state matrix A, dense (default), diagonal, or identity plus low rank.
 
-    Every form starts at the identity, so theta does not move until B has learned.
+    Every form starts at the identity (so theta does not move until B has learned), except a
+    dense A with ``init="spectral"`` (see :func:`spectral_init`).
     """
 
-    def __init__(self, size: int, kind: str = "dense", rank: int = 8):
+    def __init__(self, size: int, kind: str = "dense", rank: int = 8, init: str = "identity"):
         super().__init__()
-        self.kind, self.size, self.rank = kind, size, rank
+        self.kind, self.size, self.rank, self.init = kind, size, rank, init
+        if init not in ("identity", "spectral"):
+            raise ValueError(f"unknown init {init!r} of A; use identity or spectral")
+        if init == "spectral" and kind != "dense":
+            raise ValueError("the spectral init of A needs a dense transition")
         if kind == "dense":
-            self.A = nn.Parameter(torch.eye(size))
+            self.A = nn.Parameter(torch.eye(size) if init == "identity" else spectral_init(size))
         elif kind == "diagonal":
             self.a = nn.Parameter(torch.ones(size))
         elif kind == "lowrank":
@@ -120,10 +140,12 @@ class WARP(nn.Module):
             the one-step prediction error alone, so that theta integrates its own errors like
             an adaptive observer and stays put (up to A) during rollout. "input" and
             "prediction" agree during rollout.
+        a_init: "identity" (the paper's) or "spectral" (a damped-rotation filter bank).
     """
 
     def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
-                 transition: str = "dense", rank: int = 8, diff: str = "input"):
+                 transition: str = "dense", rank: int = 8, diff: str = "input",
+                 a_init: str = "identity"):
         super().__init__()
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
@@ -132,7 +154,7 @@ class WARP(nn.Module):
         D = root.num_weights
         self.normalizer = Normalizer(dim)
         self.register_buffer("window", torch.ones(()))  # training time span, for tau
-        self.transition = Transition(D, transition, rank)
+        self.transition = Transition(D, transition, rank, a_init)
         self.B = nn.Parameter(torch.zeros(D, dim))
         theta_init = root.initial_weights()
         if hypernet:
@@ -156,7 +178,7 @@ class WARP(nn.Module):
     def config(self) -> dict:
         return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
                 "hyper_width": self.hyper_width, "transition": self.transition.kind,
-                "rank": self.transition.rank, "diff": self.diff}
+                "rank": self.transition.rank, "diff": self.diff, "a_init": self.transition.init}
 
     @classmethod
     def from_config(cls, config: dict) -> WARP:
@@ -201,7 +223,8 @@ class WARP(nn.Module):
         tau, dt = self.tau(t), t[1:] - t[:-1]
         B = xn.shape[0]
         theta = self.theta0(xn[:, 0])
-        x_in = xn[:, 0]
+        xs = xn.unbind(1)  # (unbind, not indexing in the loop: cheap backward)
+        x_in = xs[0]
         prev_est = x_in
         means, stds, thetas = [], [], []
         if p_forcing > 0:
@@ -216,9 +239,9 @@ class WARP(nn.Module):
             if s == T - 2:
                 break
             if s + 1 < context:
-                nxt = xn[:, s + 1]
+                nxt = xs[s + 1]
             elif p_forcing > 0:
-                nxt = torch.where(force[:, s + 1, None], xn[:, s + 1], mean)
+                nxt = torch.where(force[:, s + 1, None], xs[s + 1], mean)
             else:
                 nxt = mean
             base = {"input": x_in, "prediction": prev_est, "innovation": mean}[self.diff]
@@ -241,11 +264,11 @@ class WARP(nn.Module):
                 f"the parallel mode needs diff='input' (this model uses {self.diff!r})"
             )
         B, T, d = xn.shape
-        drive = (xn[:, 1:] - xn[:, :-1]) @ self.B.t()  # (B, T-1, D)
+        drive = ((xn[:, 1:] - xn[:, :-1]) @ self.B.t()).unbind(1)  # T-1 x (B, D)
         theta = self.theta0(xn[:, 0])
         thetas = [theta]
         for s in range(T - 2):
-            theta = self.transition.step(theta, drive[:, s])
+            theta = self.transition.step(theta, drive[s])
             thetas.append(theta)
         th = torch.stack(thetas, 1)  # (B, T-1, D)
         tau = self.tau(t)[1:].expand(B, -1)
@@ -272,9 +295,11 @@ class WARP(nn.Module):
             physics_scales(self.root, train, float(self.window))
 
     @torch.no_grad()
-    def recover_params(self, x: torch.Tensor, t: torch.Tensor, context: int) -> torch.Tensor:
+    def recover_params(self, x: torch.Tensor, t: torch.Tensor, context: int,
+                       return_theta: bool = False):
         """Physical parameters (B, p) read from the weights after feeding ``context`` steps of
-        ``x (B, >=K, d)`` (physical units): one forward pass, no gradient step."""
+        ``x (B, >=K, d)`` (physical units): one forward pass, no gradient step. With
+        ``return_theta``, also the weights (B, D) they were read from."""
         if not self.has_params:
             raise TypeError("this root has no physical parameters (use a physics root)")
         K = context
@@ -284,7 +309,9 @@ class WARP(nn.Module):
         t_ext = torch.cat([t[:K], t[K - 1:K] + (t[K - 1] - t[K - 2])])
         out = self.run(xn, t_ext, context=K, keep_theta=True)
         B = x.shape[0]
-        return self.root.params(out.theta[:, -1], self.tau(t_ext)[K].expand(B), xn[:, K - 1])
+        theta = out.theta[:, -1]
+        est = self.root.params(theta, self.tau(t_ext)[K].expand(B), xn[:, K - 1])
+        return (est, theta) if return_theta else est
 
     @torch.no_grad()
     def rollout(self, x: torch.Tensor, t: torch.Tensor, context: int,
