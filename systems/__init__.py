@@ -23,9 +23,12 @@ from ._presets import LV, MSD, MSD_ZERO, PRESETS
 from ._simulate import simulate, simulate_scipy
 from .lotka_volterra import LOTKA_VOLTERRA
 from .pendulum import PENDULUM
+from .pendulum_drag import PENDULUM_DRAG
 from .spring_mass import SPRING_MASS
 
-_REGISTRY: dict[str, System] = {s.name: s for s in (PENDULUM, LOTKA_VOLTERRA, SPRING_MASS)}
+_REGISTRY: dict[str, System] = {
+    s.name: s for s in (PENDULUM, LOTKA_VOLTERRA, SPRING_MASS, PENDULUM_DRAG)
+}
 
 SPLITS = ("train", "val", "test")
 

@@ -108,6 +108,7 @@ class System:
     invariant_name: str
     default: Protocol = field(repr=False)
     damping: str | None = None  # the parameter that, set to zero, makes the system conservative
+    base: str | None = None  # a system whose equations model this one in part (its files pass)
     doc: str = ""
 
     # -- description ----------------------------------------------------------------------

@@ -69,7 +69,7 @@ def _build_warp_phys(dim, system, opts, data_info):
 
 
 _build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
-                            "diff": "input", "a_init": "spectral"}
+                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.5}
 
 
 #: model name -> builder(dim, system or None, options, data_info) -> nn.Module
@@ -92,7 +92,7 @@ def default_model(system: str | None) -> str:
 # -- defaults sized for a 2-core CPU -----------------------------------------------------------
 BASE_OPTIONS = {
     "width": 16, "depth": 2, "hyper_width": 64, "transition": "dense",
-    "epochs": 60, "batch_size": 64, "lr": 2e-3, "lr_transition": 0.01, "mode": "autoregressive",
+    "epochs": 40, "batch_size": 64, "lr": 2e-3, "lr_transition": 0.01, "mode": "autoregressive",
     "p_forcing_end": 0.0,
 }
 SYSTEM_OPTIONS = {
@@ -371,7 +371,7 @@ def fit(
             with ``seed``; with ``system`` also given (or declared in the file) the physics
             is known.
         model: "warp-phys" (default when the system is known), "warp", or a registered baseline.
-        epochs: training epochs (default 60). context: true steps fed before rolling out
+        epochs: training epochs (default 40). context: true steps fed before rolling out
             (default: the protocol's, else a quarter of the sequence).
         out: run directory (default ``runs/<system>-<model>-<time>``); must not exist unless
             ``force`` (replace it). resume: continue an interrupted run directory.
@@ -489,7 +489,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     cfg = TrainConfig(
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
         context=info["context"], mode=opts["mode"], seed=info["seed"], max_seconds=max_seconds,
-        **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end") if k in opts},
+        **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end",
+                                "parallel_warmup") if k in opts},
     )
     if resume_state is None:
         _prepare_run_dir(run_dir, force=force)
@@ -567,3 +568,8 @@ def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:
                        system=traj.system)
     res.save(out)
     return res
+
+
+# the baselines (gru, lstm, transformer, node, classical) register themselves in MODELS and
+# MODEL_CLASSES; imported last because they build on this module
+import warpphys.baselines  # noqa: E402,F401  isort: skip

@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
     f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
     f.add_argument("--mode", choices=["autoregressive", "parallel"])
+    f.add_argument("--root", choices=["auto", "ode", "closed_form", "hybrid"],
+                   help="warp-phys root: the system's ODE, its closed form (linear systems), or "
+                        "the ODE plus a neural correction (physics known in part); default auto")
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
@@ -177,7 +180,7 @@ def cmd_fit(args) -> int:
     from warpphys import api
 
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "width", "depth", "transition",
-                                              "mode") if getattr(args, k) is not None}
+                                              "mode", "root") if getattr(args, k) is not None}
     fitted = api.fit(
         system=args.system, data=args.data, model=args.model, epochs=args.epochs,
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
@@ -191,7 +194,8 @@ def cmd_fit(args) -> int:
 
 def _summary(m: dict) -> dict:
     keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-            "param_rel_error", "valid_prediction_time", "fit_seconds", "train_status")
+            "param_rel_error", "param_rel_error_refined", "valid_prediction_time",
+            "fit_seconds", "train_status")
     return {k: m[k] for k in keys if k in m}
 
 

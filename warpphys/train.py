@@ -38,6 +38,9 @@ class TrainConfig:
         p_forcing_start, p_forcing_end: scheduled sampling beyond the context: probability of
             feeding the true state, decayed linearly over ``forcing_epochs`` (fraction of epochs).
         mode: "autoregressive" (scheduled sampling) or "parallel" (teacher-forced, fast).
+        parallel_warmup: fraction of the epochs trained first in the parallel mode (a
+            curriculum: cheap teacher-forced steps, e.g. to learn parameter identification,
+            before full rollouts); needs a model with input-difference recurrence.
         val_every: epochs between validations; ``patience``: validations without improvement
             before early stopping; ``plateau_patience``: validations before the lr is halved.
         max_seconds: stop (keeping the best weights) after this much training time.
@@ -54,6 +57,7 @@ class TrainConfig:
     p_forcing_end: float = 0.0
     forcing_epochs: float = 0.6
     mode: str = "autoregressive"
+    parallel_warmup: float = 0.0
     val_every: int = 2
     patience: int = 8
     plateau_patience: int = 3
@@ -62,8 +66,9 @@ class TrainConfig:
     param_weight: float = 1.0
 
     def p_forcing(self, epoch: int) -> float:
-        span = max(1.0, self.forcing_epochs * self.epochs)
-        frac = min(1.0, epoch / span)
+        start = self.parallel_warmup * self.epochs  # the decay starts after the warm-up
+        span = max(1.0, self.forcing_epochs * (self.epochs - start))
+        frac = min(1.0, max(0.0, epoch - start) / span)
         return self.p_forcing_start + (self.p_forcing_end - self.p_forcing_start) * frac
 
 
@@ -182,6 +187,7 @@ class Trainer:
             for epoch in bar:
                 model.train()
                 pf = cfg.p_forcing(epoch)
+                mode = "parallel" if epoch < cfg.parallel_warmup * cfg.epochs else cfg.mode
                 perm = torch.randperm(n, generator=self.gen)
                 total = 0.0
                 for i in range(steps):
@@ -190,7 +196,7 @@ class Trainer:
                     pb = None if params_train is None else params_train[idx.to(xn_train.device)]
                     logs = model.training_loss(
                         xb, t_train, context=cfg.context, p_forcing=pf, generator=self.gen,
-                        params=pb, mode=cfg.mode, param_weight=cfg.param_weight,
+                        params=pb, mode=mode, param_weight=cfg.param_weight,
                     )
                     loss = logs["loss"]
                     if not torch.isfinite(loss) or loss.item() > 1e8:
@@ -221,7 +227,7 @@ class Trainer:
                         self.best_val, self.stale = val, 0
                         self.best_state = {k: v.detach().clone()
                                            for k, v in model.state_dict().items()}
-                    else:
+                    elif mode == cfg.mode:  # no early stop during a warm-up in another mode
                         self.stale += 1
                     self.history.seconds = time.perf_counter() - t0
                     self._save()
