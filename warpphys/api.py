@@ -69,7 +69,7 @@ def _build_warp_phys(dim, system, opts, data_info):
 
 
 _build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
-                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.5}
+                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.0}
 
 
 #: model name -> builder(dim, system or None, options, data_info) -> nn.Module
@@ -92,7 +92,7 @@ def default_model(system: str | None) -> str:
 # -- defaults sized for a 2-core CPU -----------------------------------------------------------
 BASE_OPTIONS = {
     "width": 16, "depth": 2, "hyper_width": 64, "transition": "dense",
-    "epochs": 40, "batch_size": 64, "lr": 2e-3, "lr_transition": 0.01, "mode": "autoregressive",
+    "epochs": 30, "batch_size": 128, "lr": 2e-3, "lr_transition": 0.01, "mode": "autoregressive",
     "p_forcing_end": 0.0,
 }
 SYSTEM_OPTIONS = {
@@ -191,8 +191,35 @@ class FittedModel:
         x_hat[:, :K] = traj.x[:, :K]
         return (x_hat, np.concatenate(thetas)) if keep_theta else x_hat
 
+    @torch.no_grad()
+    def predict_refined(self, traj: Trajectories, context: int | None = None,
+                        horizon: int | None = None, iterations: int = 10) -> np.ndarray:
+        """WARP-Phys followed by refinement: the parameters of ``recover_params(refine=True)``,
+        held fixed, drive the root's physics step from the last context state (float64).
+        Returns ``x_hat (N, K+H, d)`` like :meth:`predict`."""
+        K = self.context if context is None else int(context)
+        self._check(traj, K)
+        H = traj.n_times - K if horizon is None else int(horizon)
+        t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
+        xk = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
+        est, theta = self.model.recover_params(xk, t[:K].float(), K, return_theta=True)
+        from warpphys.refine import refine_params
+
+        x = xk.double()
+        est = refine_params(self.model.root, x, t[:K], est.double(), theta=theta.double(),
+                            iterations=iterations)
+        state, out = x[:, -1], [x]
+        for s in range(K - 1, K + H - 1):
+            state = self.model.root.advance(state, est, (t[s + 1] - t[s]).expand(len(state)),
+                                            theta.double())
+            out.append(state[:, None])
+        return torch.cat(out, 1).cpu().numpy()
+
     def evaluate(self, traj: Trajectories, context: int | None = None) -> dict:
-        """Metrics of DESIGN.md on ``traj`` (rollout from ``context`` to the file's end)."""
+        """Metrics of DESIGN.md on ``traj`` (rollout from ``context`` to the file's end).
+
+        Physics models with known parameters also report ``param_rel_error_refined`` and the
+        rollout errors of :meth:`predict_refined` (keys ending in ``_refined``)."""
         K = self.context if context is None else int(context)
         self._check(traj, K)
         x_hat = self.predict(traj, K)
@@ -206,6 +233,13 @@ class FittedModel:
             state_std=np.asarray(self.info["state_std"]), system=sys_, params=params, ood=ood,
         )
         m.update(self._param_metrics(traj, K, params))
+        if getattr(self.model, "has_params", False):
+            ref = metrics.rollout_metrics(
+                traj.x, self.predict_refined(traj, K), traj.t, K,
+                window=float(self.info["window"]), state_std=np.asarray(self.info["state_std"]),
+                ood=ood,
+            )
+            m.update({f"{k}_refined": ref[k] for k in ("test_mse", "extrapolation_mse", "ood_mse")})
         m["model"] = self.info["model"]
         return m
 
@@ -371,7 +405,7 @@ def fit(
             with ``seed``; with ``system`` also given (or declared in the file) the physics
             is known.
         model: "warp-phys" (default when the system is known), "warp", or a registered baseline.
-        epochs: training epochs (default 40). context: true steps fed before rolling out
+        epochs: training epochs (default 30). context: true steps fed before rolling out
             (default: the protocol's, else a quarter of the sequence).
         out: run directory (default ``runs/<system>-<model>-<time>``); must not exist unless
             ``force`` (replace it). resume: continue an interrupted run directory.
