@@ -23,30 +23,28 @@ def write_figures(fitted, test: Trajectories, out: Path, history: dict | None = 
     names = list(test.state_names or fitted.info.get("state_names") or
                  [f"x{i}" for i in range(test.dim)])
     title = f"{fitted.info['model']} on {fitted.info.get('system') or 'data'}"
-    paths = [
-        plots.plot_trajectories(t, show.x, x_hat, context=K, window_end=window_end,
-                                state_names=names, n=n_show, title=title,
-                                path=out / "trajectories.png"),
-        plots.plot_phase_portraits(show.x, x_hat, context=K, state_names=names, n=n_show,
-                                   path=out / "phase_portraits.png"),
-        plots.plot_error_vs_time(t, test.x, x_all, context=K, window_end=window_end,
-                                 label=fitted.info["model"], path=out / "error_vs_time.png"),
-        plots.plot_weight_trajectories(t, theta, context=K, path=out / "weights.png"),
-    ]
+    plots.plot_trajectories(t, show.x, x_hat, context=K, window_end=window_end,
+                            state_names=names, n=n_show, title=title,
+                            path=out / "trajectories.png")
+    plots.plot_phase_portraits(show.x, x_hat, context=K, state_names=names, n=n_show,
+                               path=out / "phase_portraits.png")
+    plots.plot_error_vs_time(t, test.x, x_all, context=K, window_end=window_end,
+                             label=fitted.info["model"], path=out / "error_vs_time.png")
+    if theta is not None:
+        plots.plot_weight_trajectories(t, theta, context=K, path=out / "weights.png")
     sys_ = fitted.system
     params = test.system_params(sys_) if sys_ is not None else None
     if params is not None:
         p = params[: show.n, None, :]
-        paths.append(plots.plot_invariant(
+        plots.plot_invariant(
             t, sys_.invariant(show.x, p), sys_.invariant(x_hat, p), context=K,
             window_end=window_end, name=sys_.invariant_name, n=n_show,
-            path=out / "invariant.png"))
+            path=out / "invariant.png")
         if getattr(fitted.model, "has_params", False):
             est = fitted.recover_params(test, K)
-            paths.append(plots.plot_param_recovery(
+            plots.plot_param_recovery(
                 sys_.identifiable(params), sys_.identifiable(est),
-                names=list(sys_.identifiable_names), path=out / "param_recovery.png"))
+                names=list(sys_.identifiable_names), path=out / "param_recovery.png")
     if history is not None and history.get("epoch"):
-        paths.append(plots.plot_training(history, path=out / "training.png"))
-    del paths
+        plots.plot_training(history, path=out / "training.png")
     return sorted(out.glob("*.png"))
