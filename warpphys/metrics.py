@@ -71,12 +71,15 @@ def invariant_drift(system, x, x_hat, params, context) -> float:
     context step)|: how far the rollout's invariant strays from the true one (which, for damped
     systems, itself decays)."""
     p = params[:, None, :]
-    true = system.invariant(x[:, context:], p)
-    pred = system.invariant(x_hat[:, context:], p)
-    ref = np.abs(system.invariant(x[:, context - 1], params)) + 1e-12
-    rel = np.abs(pred - true) / ref[:, None]
+    # a rollout may leave the invariant's domain (LV: log of a negative population): such steps
+    # are NaN and left out of the mean, without numpy's warnings
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        true = system.invariant(x[:, context:], p)
+        pred = system.invariant(x_hat[:, context:], p)
+        ref = np.abs(system.invariant(x[:, context - 1], params)) + 1e-12
+        rel = np.abs(pred - true) / ref[:, None]
     rel = np.where(np.isfinite(rel), rel, np.nan)
-    return float(np.nanmean(rel))
+    return float(np.nanmean(rel)) if np.isfinite(rel).any() else None
 
 
 def outside_ranges(params: np.ndarray, ranges: dict, names) -> np.ndarray:
