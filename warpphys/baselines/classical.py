@@ -15,9 +15,12 @@ within a factor ``e^bound`` of the starting guess):
   clean data; biased under observation noise (noisy states are also the regressors). The rollout
   starts at the last observed context state.
 * ``residuals="shooting"``: the unknowns are the log-parameters and the initial state; the
-  residuals are the errors of one simulation through the whole context. Robust to observation
-  noise (the noise averages out), slower; started from the one-step estimate. The rollout
-  starts at the fitted (denoised) state of the last context step.
+  residuals are the errors of one simulation through the whole context (one RK4 step per
+  sample interval). Robust to observation noise (the noise averages out), about 10x slower;
+  started from the one-step estimate. The rollout starts at the fitted (denoised) state of the
+  last context step.
+
+The Jacobian is by central differences, all its columns from one batched (numpy) evaluation.
 
 The rest of the trajectory is simulated with :func:`systems.simulate` (fixed-step RK4 with
 ``substeps`` steps per sample interval, batched: a poor estimate can never stall an adaptive
@@ -116,64 +119,77 @@ class ClassicalSysID(Baseline):
     # -- data scales (the only "training") ---------------------------------------------------
     @torch.no_grad()
     def fit_data_scales(self, train, system=None) -> None:
-        """Starting guess from the training data; RK4 substeps from its step-to-step changes."""
+        """Starting guess from the training data's parameters (one global least-squares fit
+        when the file has none); RK4 substeps from its step-to-step changes."""
         params = train.system_params(self.system)
         if params is None or np.any(params < 0):
             from warpphys.physics import fit_global_params
 
-            guess = fit_global_params(self.system, train.x, train.t)
-        else:
-            floor = 1e-3 * np.abs(params).mean(0) + 1e-12
-            guess = np.exp(np.log(np.maximum(params, floor)).mean(0))
+            params = fit_global_params(self.system, train.x, train.t)[None, :]
+        self.set_scales(params, train.x)
+
+    @torch.no_grad()
+    def set_scales(self, params: np.ndarray, x: np.ndarray | None = None) -> None:
+        """Starting guess: the geometric mean of ``params (N, p)`` (values near zero floored at
+        1e-3 of the column's mean). With ``x (N, T, d)`` and ``substeps="auto"``: enough RK4
+        substeps that one moves a state by at most ~1/16 of its spread (2 to 16)."""
+        params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+        floor = 1e-3 * np.abs(params).mean(0) + 1e-12
+        guess = np.exp(np.log(np.maximum(params, floor)).mean(0))
         self.log_guess.copy_(torch.as_tensor(np.log(guess), dtype=torch.float64))
-        if self.hparams["substeps"] == "auto":
-            rel = np.abs(np.diff(train.x, axis=1)) / train.x.reshape(-1, train.dim).std(0)
+        self._cache.clear()
+        if x is not None and self.hparams["substeps"] == "auto":
+            rel = np.abs(np.diff(x, axis=1)) / x.reshape(-1, x.shape[-1]).std(0)
             self.substeps = int(np.clip(np.ceil(16 * np.quantile(rel, 0.99)), 2, 16))
             self.root.substeps = self.substeps
             self.hparams["substeps"] = self.substeps
 
     # -- one trajectory ------------------------------------------------------------------------
-    def _one_step(self, x: np.ndarray, dt: np.ndarray, scale: np.ndarray, logp0: np.ndarray,
-                  bounds) -> np.ndarray:
+    @staticmethod
+    def _solve(residuals, v0: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_nfev: int):
+        """``least_squares`` on ``residuals(V (m, n)) -> (m, R)`` (rows of unknowns), with a
+        central-difference Jacobian whose 2n columns come from one batched evaluation."""
+
+        def fun(v):
+            return residuals(v[None])[0]
+
+        def jac(v):
+            eps = 1e-6 * np.maximum(1.0, np.abs(v))
+            step = np.diag(eps)
+            r = residuals(np.concatenate([v + step, v - step]))
+            n = len(v)
+            return ((r[:n] - r[n:]) / (2 * eps[:, None])).T
+
+        return least_squares(fun, v0, jac=jac, bounds=(lo, hi), method="trf",
+                             max_nfev=max_nfev).x
+
+    def _one_step(self, x, dt, scale, logp0, bounds) -> np.ndarray:
         sys_, n = self.system, self.substeps
 
-        def residuals(logp):
+        def residuals(V):  # V: (m, p) log-parameters -> (m, (K-1) d)
             with np.errstate(all="ignore"):
-                pred = rk4_step(sys_, x[:-1], np.exp(logp)[None, :], dt, n)
-            r = ((pred - x[1:]) / scale).ravel()
+                x0 = np.broadcast_to(x[None, :-1], (len(V),) + x[:-1].shape)
+                pred = rk4_step(sys_, x0, np.exp(V)[:, None, :], dt[None, :], n)
+            r = ((pred - x[None, 1:]) / scale).reshape(len(V), -1)
             return np.where(np.isfinite(r), r, 1e6)
 
-        res = least_squares(residuals, logp0, bounds=bounds, method="trf", x_scale=1.0,
-                            max_nfev=self.hparams["max_nfev"], xtol=1e-12, ftol=1e-12,
-                            gtol=1e-12)
-        return res.x
+        return self._solve(residuals, logp0, bounds[0], bounds[1], self.hparams["max_nfev"])
 
-    def _shooting(self, x: np.ndarray, dt: np.ndarray, scale: np.ndarray, logp0: np.ndarray,
-                  bounds) -> tuple[np.ndarray, np.ndarray]:
-        sys_, n, p = self.system, self.substeps, logp0.shape[0]
+    def _shooting(self, x, dt, scale, logp0, bounds) -> tuple[np.ndarray, np.ndarray]:
+        sys_, p = self.system, logp0.shape[0]
 
-        def simulate(v):  # v: (m, p + d) rows of (log-parameters, initial state / scale)
-            return simulate_rk4(sys_, v[:, p:] * scale, np.exp(v[:, :p]), dt, n)
+        def simulate(V):  # V: (m, p + d) rows of (log-parameters, initial state / scale)
+            return simulate_rk4(sys_, V[:, p:] * scale, np.exp(V[:, :p]), dt, 1)
 
-        def residuals(v):
-            r = ((simulate(v[None])[0] - x) / scale).ravel()
+        def residuals(V):
+            r = ((simulate(V) - x[None]) / scale).reshape(len(V), -1)
             return np.where(np.isfinite(r), r, 1e6)
-
-        def jacobian(v):  # forward differences, every column in one batched simulation
-            eps = 1e-7 * np.maximum(1.0, np.abs(v))
-            rows = np.concatenate([v[None], v[None] + np.diag(eps)])
-            sims = ((simulate(rows) - x) / scale).reshape(len(rows), -1)
-            J = (sims[1:] - sims[0]) / eps[:, None]
-            return np.where(np.isfinite(J), J, 0.0).T
 
         v0 = np.concatenate([logp0, x[0] / scale])
         lo = np.concatenate([bounds[0], np.full(self.dim, -np.inf)])
         hi = np.concatenate([bounds[1], np.full(self.dim, np.inf)])
-        res = least_squares(residuals, v0, jac=jacobian, bounds=(lo, hi), method="trf",
-                            max_nfev=self.hparams["max_nfev"], xtol=1e-12, ftol=1e-12,
-                            gtol=1e-12)
-        last = simulate(res.x[None])[0, -1]
-        return res.x[:p], last
+        v = self._solve(residuals, v0, lo, hi, self.hparams["max_nfev"])
+        return v[:p], simulate(v[None])[0, -1]
 
     def _fit(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log-parameters (p,) and the rollout's start state (d,) from a context x (K, d)."""

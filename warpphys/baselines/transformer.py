@@ -29,6 +29,18 @@ def _attend_cached(q, *kv):
     return F.scaled_dot_product_attention(q, keys, values)
 
 
+MERGE = 16
+
+
+def _merge(chunks: list) -> list:
+    """Join the last ``MERGE`` one-token chunks into one once there are that many, so that a
+    step joins (and its backward splits) a few blocks instead of one chunk per earlier token."""
+    tail = chunks[-MERGE:]
+    if len(tail) == MERGE and all(c.shape[0] == 1 for c in tail):
+        return chunks[:-MERGE] + [torch.cat(tail, 0)]
+    return chunks
+
+
 class Block(nn.Module):
     """Pre-norm causal self-attention and MLP, with a key/value cache."""
 
@@ -48,7 +60,8 @@ class Block(nn.Module):
         B, S, D = h.shape
         qkv = self.qkv(self.norm1(h)).view(B, S, 3, self.heads, -1)
         q = qkv[:, :, 0].transpose(1, 2)  # (B, heads, S, e)
-        k, v = qkv[:, :, 1].transpose(0, 1), qkv[:, :, 2].transpose(0, 1)  # (S, B, heads, e)
+        k = qkv[:, :, 1].transpose(0, 1).contiguous()  # (S, B, heads, e)
+        v = qkv[:, :, 2].transpose(0, 1).contiguous()
         if cache is None:
             att = F.scaled_dot_product_attention(q, k.permute(1, 2, 0, 3), v.permute(1, 2, 0, 3),
                                                  is_causal=True)
@@ -56,7 +69,7 @@ class Block(nn.Module):
         else:
             if S != 1:
                 raise ValueError("a cached step takes one token at a time")
-            cache = (cache[0] + [k], cache[1] + [v])
+            cache = (_merge(cache[0] + [k]), _merge(cache[1] + [v]))
             if torch.is_grad_enabled() and len(cache[0]) > 2:
                 att = checkpoint(_attend_cached, q, *cache[0], *cache[1], use_reentrant=False)
             else:
