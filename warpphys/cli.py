@@ -92,6 +92,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
     r.set_defaults(func=cmd_predict)
+
+    q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
+                                         "and a figure in DIR")
+    q.add_argument("--study", required=True, help="msd, msd-zero, lv or pendulum")
+    q.add_argument("--scale", default="small",
+                   help="small (a 2-core CPU, ~30 min for msd with 3 seeds; default) or paper "
+                        "(the paper's sizes, for a GPU)")
+    q.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (default 3)")
+    q.add_argument("--noise", type=float, default=0.0,
+                   help="observation noise, times each state's std (default 0)")
+    q.add_argument("--models", help="comma-separated subset, e.g. warp-phys,gru,classical "
+                                    "(default: all)")
+    q.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    q.add_argument("--quiet", action="store_true", help="no progress lines")
+    q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
+    q.set_defaults(func=cmd_reproduce)
     return p
 
 
@@ -213,6 +229,21 @@ def cmd_predict(args) -> int:
         raise UsageError(f"--out must name an .npz file, got {args.out!r}")
     res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
     print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from warpphys import reproduce
+
+    models = None if args.models is None else [m.strip() for m in args.models.split(",")
+                                               if m.strip()]
+    log = None if args.quiet else (lambda msg: print(f"reproduce: {msg}", file=sys.stderr,
+                                                     flush=True))
+    res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
+                              noise=args.noise, models=models, device=args.device, log=log)
+    print(json.dumps({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
+                      "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
+                     indent=2))
     return 0
 
 
