@@ -205,8 +205,8 @@ def test_unknown_system_is_refused(tmp_path, fit_cli, capsys):
 
 def test_unknown_model_is_refused(user_file, tmp_path, fit_cli, capsys):
     out = tmp_path / "run"
-    refused(fit_cli("--data", str(user_file), "--model", "transformer", "--out", str(out)),
-            capsys, "unknown model 'transformer'", "warp")
+    refused(fit_cli("--data", str(user_file), "--model", "tranformer", "--out", str(out)),
+            capsys, "unknown model 'tranformer'", "warp")
     assert not out.exists()
 
 

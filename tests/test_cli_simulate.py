@@ -75,7 +75,7 @@ def test_range_overrides_the_sampling_range(tmp_path):
     "args, message",
     [
         (["--system", "pendulm"], "unknown system 'pendulm'; choose one of: lotka_volterra, "
-                                  "pendulum, spring_mass"),
+                                  "pendulum, pendulum_drag, spring_mass"),
         (["--preset", "msd3"], "unknown preset 'msd3'; choose one of: msd, msd-zero, lv"),
         (["--system", "pendulum", "--preset", "lv"], "preset 'lv' is for system"),
         ([], "name a system with --system"),
