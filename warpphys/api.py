@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 import systems
-from warpphys import checkpoint, metrics
+from warpphys import checkpoint, distributed, metrics
 from warpphys.data import DataError, Trajectories
 from warpphys.data import simulate as simulate_data
 from warpphys.model import WARP
@@ -64,8 +65,9 @@ def _build_warp_phys(dim, system, opts, data_info):
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
+    a_init = opts["a_init"] if opts["transition"] == "dense" else "identity"  # filter bank: dense
     return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
-                diff=opts["diff"], a_init=opts["a_init"])
+                diff=opts["diff"], a_init=a_init)
 
 
 _build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
@@ -93,7 +95,7 @@ def default_model(system: str | None) -> str:
 BASE_OPTIONS = {
     "width": 16, "depth": 2, "hyper_width": 64, "transition": "dense",
     "epochs": 30, "batch_size": 128, "lr": 2e-3, "lr_transition": 0.01, "mode": "autoregressive",
-    "p_forcing_end": 0.0,
+    "p_forcing_end": 0.0, "precision": "fp32",
 }
 SYSTEM_OPTIONS = {
     "pendulum": {},
@@ -414,8 +416,10 @@ def fit(
         test_data: an .npz file to evaluate on instead of the held-out split.
         max_seconds: training time budget; figures/progress: write figures, show a progress bar.
         **options: model and training options: width, depth, hyper_width, transition
-            (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel), and
-            model-specific ones.
+            (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel),
+            precision (fp32|tf32|bf16, of the training steps), and model-specific ones.
+            Under ``torchrun`` (WORLD_SIZE > 1) training is data-parallel over the processes
+            (see :mod:`warpphys.distributed`); only rank 0 writes the run directory.
     Returns:
         the FittedModel, with ``metrics`` on the test data.
     """
@@ -508,6 +512,21 @@ def _tensors(traj: Trajectories, dev: str):
             torch.as_tensor(traj.t, dtype=torch.float32, device=dev))
 
 
+def _on_every_rank(train_and_report):
+    """Under torchrun, join the process group for the training job (and leave it after)."""
+    @functools.wraps(train_and_report)
+    def wrapper(run_dir, info, train, val, test, dev, **kw):
+        dev, started = distributed.init_from_env(dev)
+        try:
+            info = {**info, "world_size": distributed.world_size()}
+            return train_and_report(run_dir, info, train, val, test, dev, **kw)
+        finally:
+            if started:
+                distributed.shutdown()
+    return wrapper
+
+
+@_on_every_rank
 def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures, max_seconds,
                       resume_state=None, force=False) -> FittedModel:
     sys_ = systems.get_system(info["system"]) if info["system"] else None
@@ -524,11 +543,15 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
         context=info["context"], mode=opts["mode"], seed=info["seed"], max_seconds=max_seconds,
         **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end",
-                                "parallel_warmup") if k in opts},
+                                "parallel_warmup", "precision") if k in opts},
     )
+    main = distributed.is_main()  # rank 0 alone writes the run directory
     if resume_state is None:
-        _prepare_run_dir(run_dir, force=force)
-    _write_json(info, run_dir / CONFIG_FILE)
+        distributed.barrier()  # every rank has checked --out before rank 0 creates it
+        if main:
+            _prepare_run_dir(run_dir, force=force)
+    if main:
+        _write_json(info, run_dir / CONFIG_FILE)
     trainer = Trainer(net, cfg, run_dir, extra={"info": json.dumps(info, default=_jsonable)},
                       device=dev, progress=progress)
     if resume_state is not None:
@@ -546,6 +569,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
             "status_message": hist.message, "epochs_run": len(hist.epoch),
             "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None}
     fitted = FittedModel(net.eval(), info, {}, run_dir, dev)
+    if not main:
+        return fitted
     save_model(fitted, run_dir)
     _write_json(info, run_dir / CONFIG_FILE)
     fitted.metrics = fitted.evaluate(test)

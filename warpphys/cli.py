@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
     f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
     f.add_argument("--mode", choices=["autoregressive", "parallel"])
+    f.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                   help="arithmetic of the training steps: fp32 (default), tf32 (CUDA tensor "
+                        "cores) or bf16 (autocast); evaluation stays fp32")
     f.add_argument("--root", choices=["auto", "ode", "closed_form", "hybrid"],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
@@ -196,7 +199,8 @@ def cmd_fit(args) -> int:
     from warpphys import api
 
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "width", "depth", "transition",
-                                              "mode", "root") if getattr(args, k) is not None}
+                                              "mode", "root", "precision")
+               if getattr(args, k) is not None}
     fitted = api.fit(
         system=args.system, data=args.data, model=args.model, epochs=args.epochs,
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
@@ -204,6 +208,10 @@ def cmd_fit(args) -> int:
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         figures=not args.no_figures, progress=not args.quiet, **options,
     )
+    from warpphys import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 prints the summary
+        return 0
     print(json.dumps({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
     return 0
 
@@ -242,6 +250,7 @@ def cmd_reproduce(args) -> int:
     res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
                               noise=args.noise, models=models, device=args.device, log=log)
     print(json.dumps({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
+                      "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
                       "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
                      indent=2))
     return 0

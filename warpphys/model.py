@@ -228,7 +228,8 @@ class WARP(nn.Module):
         prev_est = x_in
         means, stds, thetas = [], [], []
         if p_forcing > 0:
-            force = torch.rand(B, T, generator=generator, device=xn.device) < p_forcing
+            gdev = xn.device if generator is None else generator.device  # Trainer's: CPU
+            force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device) < p_forcing
         for s in range(T - 1):
             mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B))
             means.append(mean)

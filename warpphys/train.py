@@ -9,19 +9,27 @@ Optimiser choice: Adam at lr 2e-3 with global-norm gradient clipping and reduce-
 The authors' AdaBelief at lr 1e-5 with element-wise clipping needs thousands of GPU epochs; on a
 2-core CPU budget of minutes Adam with a 200x larger rate converges, and norm clipping keeps the
 direction of the gradient (element-wise clipping distorts it), which matters for the dense A.
+
+Under ``torchrun`` (see :mod:`warpphys.distributed`) every rank takes its slice of each batch
+and the gradients are averaged across ranks after ``backward``; ``batch_size`` is the global
+batch. Scheduled-sampling masks come from a generator seeded per step from the trainer's own,
+skipping the rows of lower ranks, so one process and N processes draw the same masks.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from warpphys import checkpoint
+from warpphys import checkpoint, distributed
+
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -45,6 +53,9 @@ class TrainConfig:
             before early stopping; ``plateau_patience``: validations before the lr is halved.
         max_seconds: stop (keeping the best weights) after this much training time.
         seed: seeds model initialisation, batching and scheduled sampling.
+        precision: arithmetic of the training steps (validation and evaluation stay fp32):
+            "fp32"; "tf32" (CUDA only: float32 matmuls on TF32 tensor cores, 10-bit mantissa;
+            no effect on a CPU); "bf16" (autocast of the forward pass to bfloat16).
     """
 
     epochs: int = 60
@@ -64,6 +75,7 @@ class TrainConfig:
     max_seconds: float | None = None
     seed: int = 0
     param_weight: float = 1.0
+    precision: str = "fp32"
 
     def p_forcing(self, epoch: int) -> float:
         start = self.parallel_warmup * self.epochs  # the decay starts after the warm-up
@@ -89,9 +101,9 @@ class Diverged(RuntimeError):
 
 
 @torch.no_grad()
-def validation_mse(model, xn: torch.Tensor, t: torch.Tensor, context: int,
-                   batch_size: int = 512) -> float:
-    """Rollout MSE in normalised units on the steps after the context."""
+def squared_errors(model, xn: torch.Tensor, t: torch.Tensor, context: int,
+                   batch_size: int = 512) -> tuple[float, int]:
+    """Sum and count of the rollout's squared errors (normalised units) after the context."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, xn.shape[0], batch_size):
@@ -100,7 +112,35 @@ def validation_mse(model, xn: torch.Tensor, t: torch.Tensor, context: int,
         err = (out.mean[:, context - 1:] - xb[:, context:]) ** 2
         total += float(err.sum())
         count += err.numel()
+    return total, count
+
+
+def validation_mse(model, xn: torch.Tensor, t: torch.Tensor, context: int,
+                   batch_size: int = 512) -> float:
+    """Rollout MSE in normalised units on the steps after the context."""
+    total, count = squared_errors(model, xn, t, context, batch_size)
     return total / max(count, 1)
+
+
+@contextmanager
+def matmul_precision(precision: str, device_type: str):
+    """TF32 matmuls inside the block (forward and backward) for ``"tf32"`` on CUDA."""
+    if precision != "tf32" or device_type != "cuda":
+        yield
+        return
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def autocast(precision: str, device_type: str):
+    """bfloat16 autocast of a forward pass for ``"bf16"`` (else nothing)."""
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _param_groups(model, cfg: TrainConfig):
@@ -125,7 +165,11 @@ class Trainer:
 
     def __init__(self, model, cfg: TrainConfig, run_dir: str | Path | None = None,
                  extra: dict | None = None, device: str = "cpu", progress: bool = True):
-        self.model, self.cfg, self.device, self.progress = model, cfg, device, progress
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+        self.model, self.cfg, self.device = model, cfg, device
+        self.progress = progress and distributed.is_main()  # one progress bar, rank 0's
+        distributed.broadcast_state(model)  # every rank starts from rank 0's weights
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.extra = extra or {}
         self.opt = torch.optim.Adam(_param_groups(model, cfg))
@@ -169,8 +213,66 @@ class Trainer:
         self.history.status = "running"
 
     def _save(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main():
             checkpoint.save(self.state(), self.run_dir / "last.pt")
+
+    # -- one step -------------------------------------------------------------------------------
+    def _sampling_generator(self, skip_rows: int, n_times: int) -> torch.Generator:
+        """This step's scheduled-sampling generator: seeded from the trainer's generator (the
+        same on every rank), advanced past the ``skip_rows`` mask rows of lower ranks (a mask is
+        drawn as ``rand(rows, n_times)``; CPU draws are sequential)."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
+        gen = torch.Generator().manual_seed(seed)
+        if skip_rows:
+            torch.rand(skip_rows * n_times, generator=gen)
+        return gen
+
+    def _step(self, xn_train, t_train, params_train, idx, pf, mode, epoch) -> float:
+        """One optimiser step on the batch ``idx`` (this rank's slice of it); returns the
+        whole batch's mean loss."""
+        cfg, model = self.cfg, self.model
+        lo, hi = distributed.shard(len(idx))
+        gen = self._sampling_generator(lo, t_train.shape[0])
+        local = idx[lo:hi].to(xn_train.device)
+        dev_type = torch.device(self.device).type
+        self.opt.zero_grad(set_to_none=True)
+        with matmul_precision(cfg.precision, dev_type):
+            if len(local):
+                xb = xn_train[local]
+                pb = None if params_train is None else params_train[local]
+                with autocast(cfg.precision, dev_type):
+                    logs = model.training_loss(
+                        xb, t_train, context=cfg.context, p_forcing=pf, generator=gen,
+                        params=pb, mode=mode, param_weight=cfg.param_weight,
+                    )
+                loss = logs["loss"].float()
+            else:  # an empty slice of a short last batch: zero gradients, zero weight
+                loss = torch.zeros((), device=xn_train.device)
+            if distributed.world_size() == 1:
+                value = loss.item()
+                if not math.isfinite(value) or value > 1e8:
+                    raise Diverged(f"training loss became {value:.3g} at epoch {epoch}")
+                loss.backward()
+            else:
+                if loss.requires_grad:
+                    loss.backward()
+                params = [p for p in model.parameters() if p.requires_grad]
+                value = distributed.reduce_gradients(params, (hi - lo) / len(idx), loss)
+                if not math.isfinite(value) or value > 1e8:
+                    raise Diverged(f"training loss became {value:.3g} at epoch {epoch}")
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        if not torch.isfinite(gnorm):
+            raise Diverged(f"gradient became {float(gnorm)} at epoch {epoch}")
+        self.opt.step()
+        return value
+
+    def _validate(self, xn_val, t_val) -> float:
+        """Validation MSE; under torchrun each rank rolls out its slice and the sums are
+        all-reduced, so every rank gets the same number."""
+        lo, hi = distributed.shard(xn_val.shape[0])
+        total, count = squared_errors(self.model, xn_val[lo:hi], t_val, self.cfg.context)
+        total, count = distributed.sum_floats(total, count)
+        return total / max(count, 1)
 
     # -- loop -------------------------------------------------------------------------------
     def fit(self, xn_train, t_train, xn_val, t_val, params_train=None) -> History:
@@ -192,22 +294,7 @@ class Trainer:
                 total = 0.0
                 for i in range(steps):
                     idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                    xb = xn_train[idx.to(xn_train.device)]
-                    pb = None if params_train is None else params_train[idx.to(xn_train.device)]
-                    logs = model.training_loss(
-                        xb, t_train, context=cfg.context, p_forcing=pf, generator=self.gen,
-                        params=pb, mode=mode, param_weight=cfg.param_weight,
-                    )
-                    loss = logs["loss"]
-                    if not torch.isfinite(loss) or loss.item() > 1e8:
-                        raise Diverged(f"training loss became {loss.item():.3g} at epoch {epoch}")
-                    self.opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                    if not torch.isfinite(gnorm):
-                        raise Diverged(f"gradient became {float(gnorm)} at epoch {epoch}")
-                    self.opt.step()
-                    total += loss.item()
+                    total += self._step(xn_train, t_train, params_train, idx, pf, mode, epoch)
                 self.history.epoch.append(epoch)
                 self.history.train_loss.append(total / steps)
                 self.history.lr.append(self.opt.param_groups[0]["lr"])
@@ -215,9 +302,10 @@ class Trainer:
                 good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 last = epoch + 1 == cfg.epochs
                 elapsed = time.perf_counter() - t0
-                out_of_time = cfg.max_seconds is not None and elapsed > cfg.max_seconds
+                out_of_time = distributed.any_rank(
+                    cfg.max_seconds is not None and elapsed > cfg.max_seconds)
                 if (epoch + 1) % cfg.val_every == 0 or last or out_of_time:
-                    val = validation_mse(model, xn_val, t_val, cfg.context)
+                    val = self._validate(xn_val, t_val)
                     if not math.isfinite(val):
                         raise Diverged(f"validation error became {val} at epoch {epoch}")
                     self.history.val_epoch.append(epoch)

@@ -147,7 +147,9 @@ class StepBaseline(Baseline):
             xs = xn.unbind(1)
             force = None
             if p_forcing > 0:
-                force = torch.rand(B, T, generator=generator, device=xn.device) < p_forcing
+                gdev = xn.device if generator is None else generator.device  # CPU or not
+                force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device)
+                force = force < p_forcing
             steps = []
             for s in range(P, T - 1):
                 x_in = mean if force is None else torch.where(force[:, s, None], xs[s], mean)

@@ -1,0 +1,123 @@
+"""benchmarks/run.py at tiny sizes: every part runs, reports what it promises, and its FLOP
+count agrees with torch's own counter."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from warpphys.roots import MLPRoot
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flop_count_agrees_with_torch_flop_counter(bench):
+    """The analytic count (recurrence + drive + root GEMMs, backward = 2x forward) against
+    torch's FlopCounterMode on a real training step without the hypernetwork (which the
+    benchmark leaves out). They differ only where autograd skips an input gradient (the drive
+    and the root's first layer fed with true data, under 1% of the FLOPs here), so within 5%."""
+    torch.manual_seed(0)
+    model = bench.build_warp(300, "cpu")
+    model.use_hypernet = False
+    model.theta_init = torch.nn.Parameter(model.root.initial_weights())
+    xn, t = bench.trajectories(8, 16, "cpu")
+    step = bench.training_step(model, xn, t, context=4, p_forcing=0.5)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    counted = counter.get_total_flops()
+    analytic = bench.count_flops(bench.gemm_shapes(model, 8, 16))["train_total"]
+    assert counted == pytest.approx(analytic, rel=0.05)
+
+
+def test_width_for_matches_the_papers_root(bench):
+    assert bench.width_for(4994) == 48  # 48 x 3 with (tau, x_prev) inputs: D = 4994
+    for D in (60, 370, 1000):
+        w = bench.width_for(D)
+        assert abs(MLPRoot(2, width=w, depth=3).num_weights - D) <= abs(
+            MLPRoot(2, width=w + 1, depth=3).num_weights - D)
+
+
+def test_every_part_runs_at_tiny_sizes(bench, monkeypatch):
+    # sim and amortized have their own tests; memory runs in-process here (the CPU path's
+    # fresh subprocess costs seconds of imports)
+    monkeypatch.setattr(bench, "memory_per_step", bench._memory_in_process)
+    r = bench.run(quick=True, sizes={"D": 60, "batch": 4, "T": 8},
+                  epoch_sizes={"n_train": 12, "T": 10, "context": 3, "batch": 6},
+                  repeats=1, skip=("sim", "amortized"))
+    figs = r["figures"]
+    for key in ("recurrence_efficiency", "warp_vs_gru_epoch_time",
+                "warp_vs_gru_epoch_time_teacher_forced", "parallel_vs_sequential",
+                "parallel_vs_sequential_large_D"):
+        assert isinstance(figs[key], float) and math.isfinite(figs[key]) and figs[key] > 0, key
+    # in-process on a CPU the step may reuse memory the process already holds: >= 0 only
+    assert figs["peak_bytes_per_trajectory_step"] >= 0
+    # equal parameter count: the GRU is sized to WARP's
+    e = r["epoch"]
+    assert abs(e["gru_params"] - e["warp_params"]) / e["warp_params"] < 0.02
+    # the parallel mode computes the same thing as the loop
+    assert r["parallel_default"]["max_abs_difference"] < 1e-5
+    # saved-for-backward memory holds at least theta for every trajectory-step
+    m = r["memory"]
+    assert m["saved_for_backward_bytes_per_trajectory_step"] >= m["theta_bytes_per_trajectory_step"]
+    assert {row["vary"] for row in r["scaling"]} == {"base", "D", "T", "batch"}
+    text = bench.report(r)
+    for key in figs:
+        assert key.split("_large")[0].split("_teacher")[0] in text or key.startswith("peak")
+    assert "peak memory per trajectory-step" in text
+
+
+def test_plain_gru_stand_in_trains(bench):
+    """The torch.nn.GRU stand-in (used when the baselines are missing) has WARP's interface."""
+    gru = bench._PlainGRU(2, 5000)
+    xn, t = bench.trajectories(4, 8, "cpu")
+    loss = gru.training_loss(xn, t, context=3, p_forcing=0.5,
+                             generator=torch.Generator().manual_seed(0))["loss"]
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert abs(sum(p.numel() for p in gru.parameters()) - 5000) < 300
+
+
+def test_amortized_figure_comes_from_its_benchmark_or_says_not_available(bench, monkeypatch):
+    import types
+
+    stub = types.ModuleType("benchmarks.amortized_vs_classical")
+    stub.run = lambda quick=False, device="cpu": {"amortized_vs_classical_speedup": 12.5,
+                                                   "quick": quick}
+    monkeypatch.setitem(sys.modules, "benchmarks.amortized_vs_classical", stub)
+    r = bench.amortized_vs_classical(True)
+    assert r["amortized_vs_classical_speedup"] == 12.5 and r["quick"] is True
+
+    def missing(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(bench.importlib, "import_module", missing)
+    r = bench.amortized_vs_classical(True)
+    assert r["amortized_vs_classical_speedup"] == "not available" and "note" in r
+
+
+def test_transitions_benchmark_runs_at_tiny_sizes():
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_transitions", SCRIPT.with_name("transitions.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.run(n_train=12, n_test=4, epochs=1, T=12, batch_size=4,
+                variants=["warp diagonal", "warp-phys lowrank"])
+    assert [row["variant"] for row in r["rows"]] == ["warp diagonal", "warp-phys lowrank"]
+    for row in r["rows"]:
+        assert math.isfinite(row["test_mse"]) and row["seconds_per_epoch"] > 0
+    assert r["rows"][1]["param_rel_error"] is not None
+    assert "warp-phys lowrank" in mod.report(r)
