@@ -114,7 +114,8 @@ SCALES = {
             "model sizes (WARP root 16 x 2, hypernetwork 64; GRU/LSTM sized to WARP's parameter "
             "count; Transformer d_model 32 x 2 layers; neural ODE 64 x 2 with 8 latent "
             "dimensions). Chosen so that `--study msd --seeds 3` fits in 30 minutes on a 2-core "
-            "CPU (measured with one thread per fit).",
+            "CPU: measured 27.8 min wall (21.8 min CPU, one thread per fit) on a 2-core "
+            "machine shared with other jobs; the Transformer takes 40% of it.",
     ),
     "paper": Scale(
         n_train=None, n_test=None, epochs=1000,
@@ -330,9 +331,8 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
         f"context {context} steps; "
         f"{sizes['n_train']} training and {sizes['n_test']} test trajectories per seed, "
         f"{sizes['n_steps']} steps each (test); {scale.epochs} epoch(s) for trained models. "
-        f"Wall time of this invocation: {wall_seconds / 60:.1f} min (runs finished by an "
-        f"earlier invocation are reused, not re-timed); CPU time of all runs: "
-        f"{cpu_seconds / 60:.1f} min.", "",
+        f"This invocation: {wall_seconds / 60:.1f} min wall, {cpu_seconds / 60:.1f} min CPU "
+        f"(all threads; runs finished by an earlier invocation are reused, not re-timed).", "",
         f"Scale: {scale.doc}", "",
         "Means ± standard deviations over seeds; MSEs in the data's original units, on the "
         "rolled-out steps after the context. `paper test MSE` is the published number "
@@ -369,8 +369,10 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
 
 
 # -- the study -------------------------------------------------------------------------------
-def _manifest(study, scale_name, noise) -> dict:
-    return {"study": study, "scale": scale_name, "noise": float(noise)}
+def _manifest(study, scale_name, noise, scale: Scale) -> dict:
+    # the scale's options too: runs made with other sizes or epochs are never mixed in
+    return {"study": study, "scale": scale_name, "noise": float(noise),
+            "scale_options": json.loads(json.dumps(asdict(scale)))}
 
 
 def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds: int = 3,
@@ -412,19 +414,20 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     if out.exists() and not out.is_dir():
         raise StudyError(f"--out {str(out)!r} is a file; name a folder for the study")
     manifest_file = out / "study.json"
-    manifest = _manifest(study, scale, noise)
+    manifest = _manifest(study, scale, noise, sc)
     if manifest_file.exists():
         old = json.loads(manifest_file.read_text())
         if {k: old.get(k) for k in manifest} != manifest:
             raise StudyError(
                 f"{str(out)!r} holds another study ({old.get('study')}, scale "
-                f"{old.get('scale')}, noise {old.get('noise')}); choose another --out")
+                f"{old.get('scale')}, noise {old.get('noise')}, or other sizes of that scale); "
+                f"choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise StudyError(f"--out {str(out)!r} is a non-empty folder that holds no study; "
                          f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(manifest_file, json.dumps({**manifest, "scale_options": asdict(sc)}, indent=2))
-    t0 = time.perf_counter()
+    _write_text(manifest_file, json.dumps(manifest, indent=2))
+    t0, cpu0 = time.perf_counter(), time.process_time()
     rows = []
     for seed in range(int(seeds)):
         paths = study_data(study, sc, seed, noise, out / "data" / f"seed{seed}", device)
@@ -432,7 +435,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
             run_dir = out / "runs" / f"{model}-seed{seed}"
             rows.append(run_one(model, seed, study=study, scale=sc, noise=noise, paths=paths,
                                 run_dir=run_dir, device=device, log=log))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     table = summarize(rows, models)
     test = Trajectories.load(out / "data" / "seed0" / "test.npz")
     train_info = json.loads((out / "runs" / f"{models[0]}-seed0" / api.CONFIG_FILE).read_text())
@@ -442,11 +445,10 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     _write_text(paths["csv"], results_csv(rows))
     _write_text(paths["md"], results_markdown(
         table, study=study, scale_name=scale, scale=sc, seeds=int(seeds), noise=noise,
-        wall_seconds=wall, context=train_info["context"], sizes=sizes,
-        cpu_seconds=sum(r.get("cpu_seconds") or 0.0 for r in rows)))
+        wall_seconds=wall, context=train_info["context"], sizes=sizes, cpu_seconds=cpu))
     from warpphys import plots
 
     plots.plot_comparison_bars(table, "test_mse", paths["figure"])
     log(f"wrote {paths['csv']}, {paths['md']}, {paths['figure']} ({wall / 60:.1f} min)")
     return {"rows": rows, "table": table, "paths": {k: str(v) for k, v in paths.items()},
-            "wall_seconds": wall}
+            "wall_seconds": wall, "cpu_seconds": cpu}
