@@ -23,7 +23,7 @@ part of the timings). Test trajectories come from the run's protocol, test split
 partly out-of-distribution parameter ranges), seed ``--seed + 1``.
 
     python benchmarks/amortized_vs_classical.py --quick          # ~1 minute
-    python benchmarks/amortized_vs_classical.py --run runs/msd    # a trained WARP-Phys
+    python benchmarks/amortized_vs_classical.py --run runs/study/runs/warp-phys-seed0 --preset msd
     python benchmarks/amortized_vs_classical.py --json
 """
 
@@ -48,8 +48,9 @@ from warpphys.data import Trajectories  # noqa: E402
 from warpphys.data import simulate as simulate_data  # noqa: E402
 
 
-def _simulate(info: dict, n: int, split: str, seed: int) -> Trajectories:
-    protocol = info.get("protocol")
+def _simulate(info: dict, n: int, split: str, seed: int, preset: str | None = None
+              ) -> Trajectories:
+    protocol = preset or info.get("protocol")
     if protocol in systems.PRESETS:
         return simulate_data(None, n, split, seed, preset=protocol)
     return simulate_data(info["system"], n, split, seed)
@@ -70,7 +71,7 @@ def train_small(out: Path, *, epochs: int, n_train: int, seed: int, device: str)
 
 def run(*, n: int = 4096, run_dir: str | Path | None = None, epochs: int = 10,
         n_train: int = 256, seed: int = 0, batch: int = 1024, device: str = "cpu",
-        quick: bool = False) -> dict:
+        quick: bool = False, preset: str | None = None) -> dict:
     """Time and score both ways of recovering parameters; returns the result dict.
 
     Args:
@@ -80,6 +81,8 @@ def run(*, n: int = 4096, run_dir: str | Path | None = None, epochs: int = 10,
         seed: training seed; the test trajectories use ``seed + 1``.
         batch: trajectories per WARP-Phys forward pass.
         device: where WARP-Phys runs (the classical fits run on the CPU).
+        preset: the protocol of the test trajectories (default: the run's, else its system's
+            default; name it for a run trained on a file, e.g. "msd" for a reproduce study).
     """
     if quick:
         n, epochs, n_train = min(n, 256), min(epochs, 2), min(n_train, 64)
@@ -98,7 +101,7 @@ def run(*, n: int = 4096, run_dir: str | Path | None = None, epochs: int = 10,
             raise ValueError(f"{run_dir} is not a WARP-Phys run (its model reads out no "
                              f"physical parameters)")
         sys_, K, info = fitted.system, fitted.context, fitted.info
-        test = _crop(_simulate(info, n, "test", seed + 1), K + 1)
+        test = _crop(_simulate(info, n, "test", seed + 1, preset), K + 1)
         true = sys_.identifiable(test.system_params(sys_))
 
         def amortised(refine: bool) -> tuple[np.ndarray, float]:
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=4096, help="test trajectories (default 4096)")
     p.add_argument("--quick", action="store_true", help="256 trajectories, a 2-epoch model")
     p.add_argument("--run", help="a trained WARP-Phys run directory (default: train one)")
+    p.add_argument("--preset", help="protocol of the test trajectories (msd, msd-zero, lv; "
+                                    "default: the run's)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the model trained here")
     p.add_argument("--n-train", type=int, default=256, help="its training trajectories")
     p.add_argument("--seed", type=int, default=0)
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     r = run(n=args.n, run_dir=args.run, epochs=args.epochs, n_train=args.n_train,
-            seed=args.seed, batch=args.batch, device=args.device, quick=args.quick)
+            seed=args.seed, batch=args.batch, device=args.device, quick=args.quick,
+            preset=args.preset)
     print(json.dumps(r, indent=2) if args.json else report(r))
     return 0
 
