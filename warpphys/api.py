@@ -193,6 +193,22 @@ class FittedModel:
         x_hat[:, :K] = traj.x[:, :K]
         return (x_hat, np.concatenate(thetas)) if keep_theta else x_hat
 
+    def score_rollout(self, truth: Trajectories, x_hat: np.ndarray, context: int):
+        """Rollout metrics of a prediction ``x_hat`` of ``truth`` (see :mod:`warpphys.metrics`).
+
+        Returns ``(metrics, params, ood)``: the params of ``truth`` in the system's order (or
+        None) and the (N,) out-of-training-range flags (or None) that were used."""
+        sys_ = self.system
+        params = truth.system_params(sys_) if sys_ is not None else None
+        ood = None
+        if params is not None and self.info.get("param_ranges"):
+            ood = metrics.outside_ranges(params, self.info["param_ranges"], sys_.param_names)
+        m = metrics.rollout_metrics(
+            truth.x, x_hat, truth.t, context, window=float(self.info["window"]),
+            state_std=np.asarray(self.info["state_std"]), system=sys_, params=params, ood=ood,
+        )
+        return m, params, ood
+
     @torch.no_grad()
     def predict_refined(self, traj: Trajectories, context: int | None = None,
                         horizon: int | None = None, iterations: int = 10) -> np.ndarray:
@@ -224,16 +240,7 @@ class FittedModel:
         rollout errors of :meth:`predict_refined` (keys ending in ``_refined``)."""
         K = self.context if context is None else int(context)
         self._check(traj, K)
-        x_hat = self.predict(traj, K)
-        sys_ = self.system
-        params = traj.system_params(sys_) if sys_ is not None else None
-        ood = None
-        if params is not None and self.info.get("param_ranges"):
-            ood = metrics.outside_ranges(params, self.info["param_ranges"], sys_.param_names)
-        m = metrics.rollout_metrics(
-            traj.x, x_hat, traj.t, K, window=float(self.info["window"]),
-            state_std=np.asarray(self.info["state_std"]), system=sys_, params=params, ood=ood,
-        )
+        m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
         m.update(self._param_metrics(traj, K, params))
         if getattr(self.model, "has_params", False):
             ref = metrics.rollout_metrics(

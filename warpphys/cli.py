@@ -115,15 +115,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str) -> str:
-    import torch
+    from warpphys.api import resolve_device  # one device rule for every command
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UsageError(f"unknown device {name!r}; use cpu, cuda or auto")
-    return name
+    return resolve_device(name)
 
 
 def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:

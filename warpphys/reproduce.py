@@ -191,21 +191,14 @@ def score(fitted: api.FittedModel, inputs: Trajectories, truth: Trajectories,
     t0 = time.perf_counter()
     x_hat = fitted.predict(inputs, context)
     inference = time.perf_counter() - t0
-    sys_ = fitted.system
-    params = truth.system_params(sys_) if sys_ is not None else None
-    ood = None
-    if params is not None and fitted.info.get("param_ranges"):
-        ood = metrics.outside_ranges(params, fitted.info["param_ranges"], sys_.param_names)
-    m = metrics.rollout_metrics(
-        truth.x, x_hat, truth.t, context, window=float(fitted.info["window"]),
-        state_std=np.asarray(fitted.info["state_std"]), system=sys_, params=params, ood=ood)
+    m, params, _ = fitted.score_rollout(truth, x_hat, context)
     out = {k: m[k] for k in ("test_mse", "ood_mse", "extrapolation_mse", "invariant_drift",
                              "valid_prediction_time", "n_ood")}
     out["param_rel_error"] = None
     if getattr(fitted.model, "has_params", False) and params is not None:
         est = fitted.recover_params(inputs, context)
         out["param_rel_error"] = metrics.param_relative_error(
-            sys_.identifiable(params), sys_.identifiable(est))["median"]
+            fitted.system.identifiable(params), fitted.system.identifiable(est))["median"]
     out["inference_seconds"] = inference
     return out
 
