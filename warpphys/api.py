@@ -210,26 +210,40 @@ class FittedModel:
         return m, params, ood
 
     @torch.no_grad()
+    def _refined(self, traj: Trajectories, K: int, iterations: int = 10,
+                 batch_size: int = 4096):
+        """Amortised estimates refined on the context (:func:`warpphys.refine.refine_context`):
+        ``(params (N, p), last_state (N, d), theta (N, D))`` in float64."""
+        from warpphys.refine import refine_context
+
+        t = torch.as_tensor(traj.t[:K], dtype=torch.float64, device=self.device)
+        parts = []
+        for i in range(0, traj.n, batch_size):
+            xk = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float64,
+                                 device=self.device)
+            est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
+            est, last = refine_context(self.model.root, xk, t, est.double(),
+                                       theta=theta.double(), iterations=iterations)
+            parts.append((est, last, theta.double()))
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+    @torch.no_grad()
     def predict_refined(self, traj: Trajectories, context: int | None = None,
-                        horizon: int | None = None, iterations: int = 10) -> np.ndarray:
+                        horizon: int | None = None, iterations: int = 10,
+                        _refined: tuple | None = None) -> np.ndarray:
         """WARP-Phys followed by refinement: the parameters of ``recover_params(refine=True)``,
-        held fixed, drive the root's physics step from the last context state (float64).
-        Returns ``x_hat (N, K+H, d)`` like :meth:`predict`."""
+        held fixed, drive the root's physics step from the refined (denoised) last context state,
+        in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
+        given context)."""
         K = self.context if context is None else int(context)
         self._check(traj, K)
         H = traj.n_times - K if horizon is None else int(horizon)
         t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
-        xk = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
-        est, theta = self.model.recover_params(xk, t[:K].float(), K, return_theta=True)
-        from warpphys.refine import refine_params
-
-        x = xk.double()
-        est = refine_params(self.model.root, x, t[:K], est.double(), theta=theta.double(),
-                            iterations=iterations)
-        state, out = x[:, -1], [x]
+        est, state, theta = _refined or self._refined(traj, K, iterations)
+        out = [torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)]
         for s in range(K - 1, K + H - 1):
             state = self.model.root.advance(state, est, (t[s + 1] - t[s]).expand(len(state)),
-                                            theta.double())
+                                            theta)
             out.append(state[:, None])
         return torch.cat(out, 1).cpu().numpy()
 
@@ -241,10 +255,11 @@ class FittedModel:
         K = self.context if context is None else int(context)
         self._check(traj, K)
         m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
-        m.update(self._param_metrics(traj, K, params))
         if getattr(self.model, "has_params", False):
+            refined = self._refined(traj, K)
+            m.update(self._param_metrics(traj, K, params, refined[0]))
             ref = metrics.rollout_metrics(
-                traj.x, self.predict_refined(traj, K), traj.t, K,
+                traj.x, self.predict_refined(traj, K, _refined=refined), traj.t, K,
                 window=float(self.info["window"]), state_std=np.asarray(self.info["state_std"]),
                 ood=ood,
             )
@@ -252,15 +267,15 @@ class FittedModel:
         m["model"] = self.info["model"]
         return m
 
-    def _param_metrics(self, traj, K, params) -> dict:
-        if not getattr(self.model, "has_params", False) or params is None or self.system is None:
+    def _param_metrics(self, traj, K, params, refined) -> dict:
+        if params is None or self.system is None:
             return {}
         sys_ = self.system
         true = sys_.identifiable(params)
         out = {}
-        for key, refine in (("param_rel_error", False), ("param_rel_error_refined", True)):
-            err = metrics.param_relative_error(
-                true, sys_.identifiable(self.recover_params(traj, K, refine=refine)))
+        for key, est in (("param_rel_error", self.recover_params(traj, K)),
+                         ("param_rel_error_refined", refined.cpu().numpy())):
+            err = metrics.param_relative_error(true, sys_.identifiable(est))
             out[key] = err["median"]
             out[key + "_per_param"] = dict(
                 zip(sys_.identifiable_names, err["per_param_median"], strict=True))
@@ -273,19 +288,16 @@ class FittedModel:
 
         By default in one forward pass of WARP-Phys (amortised, gradient-free). With ``refine``,
         the estimate then seeds ``iterations`` batched Levenberg-Marquardt steps on the context's
-        one-step errors through the same physics step (see :mod:`warpphys.refine`).
+        one-step errors through the same physics step, then a few on the whole context simulated
+        from its (estimated) first state (see :func:`warpphys.refine.refine_context`).
         """
         K = self.context if context is None else int(context)
         self._check(traj, K)
+        if refine:
+            return self._refined(traj, K, iterations)[0].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = torch.as_tensor(traj.t[:K], dtype=torch.float32, device=self.device)
-        est, theta = self.model.recover_params(x, t, K, return_theta=True)
-        if refine:
-            from warpphys.refine import refine_params
-
-            est = refine_params(self.model.root, x.double(), t.double(), est.double(),
-                                theta=theta.double(), iterations=iterations)
-        return est.double().cpu().numpy()
+        return self.model.recover_params(x, t, K).double().cpu().numpy()
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod

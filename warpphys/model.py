@@ -211,7 +211,8 @@ class WARP(nn.Module):
             context: number of true steps fed before rolling out (>= 1).
             p_forcing: beyond the context, probability of feeding the true state instead of the
                 prediction (scheduled sampling; needs T_x == T when > 0).
-            keep_theta: also return the weights used at every step.
+            keep_theta: also return the weights used at every step (``"last"``: only those of
+                the last prediction, as ``theta (B, 1, D)``; saves memory on long runs).
         Returns:
             Output with ``mean (B, T-1, d)``: predictions of steps 1..T-1.
         """
@@ -235,7 +236,7 @@ class WARP(nn.Module):
             means.append(mean)
             if log_std is not None:
                 stds.append(log_std)
-            if keep_theta:
+            if keep_theta is True or (keep_theta == "last" and s == T - 2):
                 thetas.append(theta)
             if s == T - 2:
                 break
@@ -308,7 +309,7 @@ class WARP(nn.Module):
             raise ValueError("parameter recovery needs a context of at least 2 steps")
         xn = self.normalizer.encode(x[:, :K])
         t_ext = torch.cat([t[:K], t[K - 1:K] + (t[K - 1] - t[K - 2])])
-        out = self.run(xn, t_ext, context=K, keep_theta=True)
+        out = self.run(xn, t_ext, context=K, keep_theta="last")
         B = x.shape[0]
         theta = out.theta[:, -1]
         est = self.root.params(theta, self.tau(t_ext)[K].expand(B), xn[:, K - 1])

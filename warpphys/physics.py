@@ -132,6 +132,39 @@ class ODERoot(PhysicsRoot):
         return ys[-1]
 
 
+def expm(gen: torch.Tensor) -> torch.Tensor:
+    """Matrix exponential of a batch ``(..., n, n)``; for n = 2 in closed form (exact, and an
+    order of magnitude faster than ``torch.linalg.matrix_exp`` on large batches of 2 x 2).
+
+    With M = s I + N, s = tr(M) / 2 and N^2 = q I (q = s^2 - det M):
+    expm(M) = e^s (cosh(sqrt q) I + sinh(sqrt q) / sqrt q N), with cos / sin when q < 0, written
+    through exp(s +- sqrt q) so that it overflows only where the exponential itself does.
+    """
+    if gen.shape[-1] != 2:
+        return torch.linalg.matrix_exp(gen)
+    a, b = gen[..., 0, 0], gen[..., 0, 1]
+    c, d = gen[..., 1, 0], gen[..., 1, 1]
+    s = 0.5 * (a + d)
+    q = 0.25 * (a - d) ** 2 + b * c
+    small = q.abs() < 1e-8
+    r_safe = torch.where(small, torch.ones_like(q), q.abs()).sqrt()  # finite gradients at q = 0
+    es = torch.exp(s)
+    # real eigenvalues (q >= 0): cosh and sinh / r through exp(s +- r)
+    ep, em = torch.exp(s + r_safe), torch.exp(s - r_safe)
+    ch_real, sh_real = 0.5 * (ep + em), 0.5 * (ep - em) / r_safe
+    # complex pair (q < 0): cos and sin / r
+    ch_cplx, sh_cplx = es * torch.cos(r_safe), es * torch.sin(r_safe) / r_safe
+    ch = torch.where(q >= 0, ch_real, ch_cplx)
+    sh = torch.where(q >= 0, sh_real, sh_cplx)
+    # |q| tiny: series, cosh ~ 1 + q/2, sinh(r)/r ~ 1 + q/6
+    ch = torch.where(small, es * (1 + 0.5 * q), ch)
+    sh = torch.where(small, es * (1 + q / 6), sh)
+    n00, n11 = a - s, d - s
+    row0 = torch.stack([ch + sh * n00, sh * b], -1)
+    row1 = torch.stack([sh * c, ch + sh * n11], -1)
+    return torch.stack([row0, row1], -2)
+
+
 class ClosedFormRoot(PhysicsRoot):
     """Exact propagation of a linear system: ``x_next = expm(M(params) dt) x_prev``."""
 
@@ -146,7 +179,7 @@ class ClosedFormRoot(PhysicsRoot):
 
     def advance(self, x, params, dt, theta):
         gen = self.system.generator_matrix(params) * dt.to(x.dtype)[:, None, None]
-        return torch.einsum("bij,bj->bi", torch.linalg.matrix_exp(gen), x)
+        return torch.einsum("bij,bj->bi", expm(gen), x)
 
 
 class HybridRoot(ODERoot):

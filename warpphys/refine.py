@@ -1,9 +1,17 @@
 """Optional refinement of amortised parameter estimates on the context window.
 
-WARP-Phys reads the physical parameters from its weights in one forward pass. Where the physics
-is exact and the data clean, a few batched Levenberg-Marquardt steps on the one-step prediction
-error of the context (through the same differentiable physics step, all trajectories at once)
-sharpen that estimate. The gradient-free estimate stays the default; this is reported beside it.
+WARP-Phys reads the physical parameters from its weights in one forward pass. A few batched
+Levenberg-Marquardt steps through the same physics step (all trajectories at once) sharpen that
+estimate:
+
+* :func:`refine_params`: on the one-step prediction errors of the context (robust from a rough
+  start; exact on clean data);
+* :func:`refine_context`: that, then a multiple-step ("shooting") stage that also estimates the
+  context's first state and simulates the whole context from it. Observation noise enters only
+  the residuals, not the simulated states, so the estimates are not biased by noisy regressors
+  (as one-step fits are) and the rollout starts from a denoised last state.
+
+The gradient-free estimate stays the default; this is reported beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,79 @@ def _residuals(root, x, dt, log_params, theta):
     pred = root.advance(xs, rep(params), dt.expand(B, -1).reshape(-1), th)
     scale = x.reshape(-1, d).std(0).clamp_min(1e-12)
     return ((pred.view(B, K - 1, d) - x[:, 1:]) / scale).reshape(B, -1)
+
+
+def _lm(residuals, z, iterations, damping, eps):
+    """Batched Levenberg-Marquardt on unknowns ``z (B, q)`` of ``residuals(z) -> (B, R)``, with a
+    central-difference Jacobian and a per-trajectory damping. Only improving steps are taken."""
+    q = z.shape[1]
+    lam = torch.full((z.shape[0],), damping, dtype=z.dtype, device=z.device)
+    r = residuals(z)
+    cost = (r**2).sum(1)
+    eye = torch.eye(q, dtype=z.dtype, device=z.device)
+    for _ in range(iterations):
+        cols = []
+        for j in range(q):
+            step = torch.zeros_like(z)
+            step[:, j] = eps
+            cols.append((residuals(z + step) - residuals(z - step)) / (2 * eps))
+        J = torch.stack(cols, -1)  # (B, R, q)
+        JtJ = J.transpose(1, 2) @ J
+        g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+        diag = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-12)
+        H = JtJ + (lam[:, None, None] * torch.diag_embed(diag) + 1e-12 * eye)
+        delta = -torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+        delta = delta.clamp(-1.0, 1.0)  # at most a factor e per iteration in log-parameters
+        trial = z + delta
+        r_new = residuals(trial)
+        cost_new = (r_new**2).sum(1)
+        better = torch.isfinite(cost_new) & (cost_new < cost)
+        z = torch.where(better[:, None], trial, z)
+        r = torch.where(better[:, None], r_new, r)
+        cost = torch.where(better, cost_new, cost)
+        lam = torch.where(better, lam * 0.3, lam * 10.0).clamp(1e-9, 1e9)
+    return z
+
+
+def _simulate(root, x0, dt, params, theta):
+    """States (B, K, d) from x0 (B, d) through the physics step, one step per entry of dt."""
+    out, state = [x0], x0
+    for s in range(dt.shape[0]):
+        state = root.advance(state, params, dt[s].expand(len(state)), theta)
+        out.append(state)
+    return torch.stack(out, 1)
+
+
+@torch.no_grad()
+def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, *,
+                   theta: torch.Tensor | None = None, iterations: int = 10,
+                   shooting_iterations: int = 5, damping: float = 1e-3,
+                   eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-step refinement (:func:`refine_params`), then ``shooting_iterations`` LM steps on the
+    log-parameters and the first context state together, the whole context simulated from it.
+
+    Args and the parameters' return as in :func:`refine_params`; also returns the simulated last
+    context state (B, d), from which a rollout should start (the observed one carries the
+    observation noise). ``shooting_iterations=0`` skips the second stage (the last state is then
+    the observed one).
+    """
+    params = refine_params(root, x, t, params, theta=theta, iterations=iterations,
+                           damping=damping, eps=eps)
+    if shooting_iterations <= 0:
+        return params, x[:, -1]
+    dt = t[1:] - t[:-1]
+    B, K, d = x.shape
+    p = params.shape[1]
+    scale = x.reshape(-1, d).std(0).clamp_min(1e-12)
+
+    def residuals(z):
+        sim = _simulate(root, z[:, p:] * scale, dt, z[:, :p].exp(), theta)
+        return ((sim - x) / scale).reshape(B, -1)
+
+    z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / scale], 1)
+    z = _lm(residuals, z, shooting_iterations, damping, eps)
+    sim = _simulate(root, z[:, p:] * scale, dt, z[:, :p].exp(), theta)
+    return z[:, :p].exp(), sim[:, -1]
 
 
 @torch.no_grad()
@@ -42,32 +123,6 @@ def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, 
     spring-mass system, of which only k/m and c/m matter) stay where they started.
     """
     dt = t[1:] - t[:-1]
-    logp = params.clamp_min(1e-12).log().clone()
-    p = logp.shape[1]
-    lam = torch.full((logp.shape[0],), damping, dtype=x.dtype, device=x.device)
-    r = _residuals(root, x, dt, logp, theta)
-    cost = (r**2).sum(1)
-    eye = torch.eye(p, dtype=x.dtype, device=x.device)
-    for _ in range(iterations):
-        cols = []
-        for j in range(p):
-            step = torch.zeros_like(logp)
-            step[:, j] = eps
-            cols.append((_residuals(root, x, dt, logp + step, theta)
-                         - _residuals(root, x, dt, logp - step, theta)) / (2 * eps))
-        J = torch.stack(cols, -1)  # (B, R, p)
-        JtJ = J.transpose(1, 2) @ J
-        g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
-        diag = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-12)
-        H = JtJ + (lam[:, None, None] * torch.diag_embed(diag) + 1e-12 * eye)
-        delta = -torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
-        delta = delta.clamp(-1.0, 1.0)  # at most a factor e per iteration
-        trial = logp + delta
-        r_new = _residuals(root, x, dt, trial, theta)
-        cost_new = (r_new**2).sum(1)
-        better = torch.isfinite(cost_new) & (cost_new < cost)
-        logp = torch.where(better[:, None], trial, logp)
-        r = torch.where(better[:, None], r_new, r)
-        cost = torch.where(better, cost_new, cost)
-        lam = torch.where(better, lam * 0.3, lam * 10.0).clamp(1e-9, 1e9)
-    return logp.exp()
+    logp = params.clamp_min(1e-12).log()
+    return _lm(lambda z: _residuals(root, x, dt, z, theta), logp, iterations, damping,
+               eps).exp()
