@@ -47,6 +47,11 @@ def test_study_writes_results_csv_md_and_figure(tiny_study):
     assert float(by_model["classical"]["param_rel_error"]) < 1e-4
     assert by_model["warp-phys"]["param_rel_error"] != ""
     assert by_model["gru"]["param_rel_error"] == ""
+    # refined beside the gradient-free estimate, for models with physical parameters only
+    wp = by_model["warp-phys"]
+    assert float(wp["param_rel_error_refined"]) < float(wp["param_rel_error"])
+    assert float(wp["test_mse_refined"]) < float(wp["test_mse"])
+    assert by_model["gru"]["test_mse_refined"] == "" and by_model["warp"]["refine_seconds"] == ""
     md = (out / "results.md").read_text()
     assert "2nd-hand" in md and "| classical |" in md and "| 0.0143 |" in md  # paper's GRU
     assert (out / "comparison.png").stat().st_size > 1000

@@ -210,12 +210,15 @@ class FittedModel:
         return m, params, ood
 
     @torch.no_grad()
-    def _refined(self, traj: Trajectories, K: int, iterations: int = 10,
-                 batch_size: int = 4096):
+    def refine(self, traj: Trajectories, context: int | None = None, iterations: int = 10,
+               batch_size: int = 4096):
         """Amortised estimates refined on the context (:func:`warpphys.refine.refine_context`):
-        ``(params (N, p), last_state (N, d), theta (N, D))`` in float64."""
+        ``(params (N, p), last_state (N, d), theta (N, D))`` in float64, the last state being
+        the refined (denoised) one from which :meth:`predict_refined` rolls out."""
         from warpphys.refine import refine_context
 
+        K = self.context if context is None else int(context)
+        self._check(traj, K)
         t = torch.as_tensor(traj.t[:K], dtype=torch.float64, device=self.device)
         parts = []
         for i in range(0, traj.n, batch_size):
@@ -230,16 +233,16 @@ class FittedModel:
     @torch.no_grad()
     def predict_refined(self, traj: Trajectories, context: int | None = None,
                         horizon: int | None = None, iterations: int = 10,
-                        _refined: tuple | None = None) -> np.ndarray:
+                        refined: tuple | None = None) -> np.ndarray:
         """WARP-Phys followed by refinement: the parameters of ``recover_params(refine=True)``,
         held fixed, drive the root's physics step from the refined (denoised) last context state,
         in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
-        given context)."""
+        given context). ``refined``: the output of :meth:`refine`, if already computed."""
         K = self.context if context is None else int(context)
         self._check(traj, K)
         H = traj.n_times - K if horizon is None else int(horizon)
         t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
-        est, state, theta = _refined or self._refined(traj, K, iterations)
+        est, state, theta = refined or self.refine(traj, K, iterations)
         out = [torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)]
         for s in range(K - 1, K + H - 1):
             state = self.model.root.advance(state, est, (t[s + 1] - t[s]).expand(len(state)),
@@ -256,10 +259,10 @@ class FittedModel:
         self._check(traj, K)
         m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
         if getattr(self.model, "has_params", False):
-            refined = self._refined(traj, K)
+            refined = self.refine(traj, K)
             m.update(self._param_metrics(traj, K, params, refined[0]))
             ref = metrics.rollout_metrics(
-                traj.x, self.predict_refined(traj, K, _refined=refined), traj.t, K,
+                traj.x, self.predict_refined(traj, K, refined=refined), traj.t, K,
                 window=float(self.info["window"]), state_std=np.asarray(self.info["state_std"]),
                 ood=ood,
             )
@@ -294,7 +297,7 @@ class FittedModel:
         K = self.context if context is None else int(context)
         self._check(traj, K)
         if refine:
-            return self._refined(traj, K, iterations)[0].cpu().numpy()
+            return self.refine(traj, K, iterations)[0].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = torch.as_tensor(traj.t[:K], dtype=torch.float32, device=self.device)
         return self.model.recover_params(x, t, K).double().cpu().numpy()
