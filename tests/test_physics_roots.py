@@ -215,3 +215,24 @@ def test_closed_form_2x2_exponential_matches_torch(scale):
     torch.testing.assert_close(Z.grad, torch.ones(1, 2, 2, dtype=torch.float64))
     P = M[3:6].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(expm, (P,))
+
+
+def test_physics_root_stays_finite_where_the_physics_blows_up():
+    """Lotka-Volterra with the largest parameters the root can output, from states far outside
+    the data: the unbounded physics overflows within one step; the root's outputs stay finite
+    (inside +-state_bound training stds) and so do the gradients."""
+    root = ODERoot("lotka_volterra", substeps=2).double()
+    root.set_scales(np.array([[40.0, 100.0, 100.0, 40.0]]))
+    norm = _unit_normalizer(2)
+    norm.mean.fill_(0.3)
+    norm.std.fill_(0.4)
+    theta = _theta_for(root, torch.full((3, 4), 1e6)).requires_grad_(True)  # clipped to the max
+    x_prev = torch.tensor([[30.0, 30.0], [1e3, 1e3], [0.5, 0.5]], dtype=torch.float64)
+    with torch.no_grad():  # the unbounded physics: overflow
+        p = root.params(theta, torch.ones(3), x_prev)
+        raw = root.advance(norm.decode(x_prev), p, torch.full((3,), 0.5), None)
+    assert not torch.isfinite(raw).all()
+    out, _ = root(theta, torch.ones(3), x_prev, torch.full((3,), 0.5), norm)
+    assert torch.isfinite(out).all() and out.abs().max() <= root.state_bound
+    out.sum().backward()
+    assert torch.isfinite(theta.grad).all()

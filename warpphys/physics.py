@@ -15,6 +15,11 @@ physics then advances x_prev by one sample step dt:
 Parameters are positive: ``scale * exp(z)``, with ``z`` softly bounded to ``+-log_range`` and
 ``scale`` taken from the training data (the geometric mean of its parameters when the file has
 them, else a global least-squares fit of the physics to the data), never from default ranges.
+
+States are kept inside a box of ``+-state_bound`` training standard deviations around the
+training mean (inside the solver's stages too): far outside it the physics with a wrong
+parameter estimate can blow up in finite time (Lotka-Volterra), and one infinite state would turn
+a whole batch's loss, or a rollout, into NaN. Real trajectories never come near the box.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class PhysicsRoot(Root):
     """Common part of the physics roots: the parameter MLP and the parameter loss."""
 
     wants_theta = True
+    #: states are clamped to the training mean +- this many training standard deviations
+    state_bound = 50.0
 
     def __init__(self, system: str, *, width: int = 16, depth: int = 2, log_range: float = 5.0,
                  activation: str = "tanh"):
@@ -84,14 +91,17 @@ class PhysicsRoot(Root):
         return (((ident_est - ident_true) / self.ident_scale) ** 2).mean()
 
     # -- stepping -------------------------------------------------------------------------------
-    def advance(self, x, params, dt, theta):
-        """Physical state (B, d) after one step dt (B,)."""
+    def advance(self, x, params, dt, theta, bounds=None):
+        """Physical state (B, d) after one step dt (B,); ``bounds``: optional (low, high) (d,)
+        box for the intermediate states of a solver."""
         raise NotImplementedError
 
     def forward(self, theta, tau, x_prev, dt, normalizer):
         p = self.params(theta, tau, x_prev)
         x = normalizer.decode(x_prev)
-        return normalizer.encode(self.advance(x, p, dt, theta)), None
+        b = self.state_bound
+        bounds = (normalizer.mean - b * normalizer.std, normalizer.mean + b * normalizer.std)
+        return normalizer.encode(self.advance(x, p, dt, theta, bounds)).clamp(-b, b), None
 
 
 class ODERoot(PhysicsRoot):
@@ -120,11 +130,13 @@ class ODERoot(PhysicsRoot):
     def vector_field(self, x, params, theta):
         return self.system.vector_field(None, x, params)
 
-    def advance(self, x, params, dt, theta):
+    def advance(self, x, params, dt, theta, bounds=None):
         # integrate in the unit interval s = (t - t_prev) / dt, so each row keeps its own dt
         scale = dt.to(x.dtype).unsqueeze(-1)
 
         def rhs(s, y):
+            if bounds is not None:
+                y = torch.minimum(torch.maximum(y, bounds[0]), bounds[1])
             return scale * self.vector_field(y, params, theta)
 
         ys = odeint(rhs, x, self._unit.to(x), method=self.method,
@@ -177,7 +189,7 @@ class ClosedFormRoot(PhysicsRoot):
                 f"system {system!r} is not linear (no generator_matrix); use the ODE root"
             )
 
-    def advance(self, x, params, dt, theta):
+    def advance(self, x, params, dt, theta, bounds=None):
         gen = self.system.generator_matrix(params) * dt.to(x.dtype)[:, None, None]
         return torch.einsum("bij,bj->bi", expm(gen), x)
 
