@@ -212,7 +212,8 @@ def cmd_fit(args) -> int:
 
 def _summary(m: dict) -> dict:
     keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-            "param_rel_error", "param_rel_error_refined", "valid_prediction_time",
+            "param_rel_error", "test_mse_refined", "param_rel_error_refined",
+            "valid_prediction_time",
             "fit_seconds", "train_status")
     return {k: m[k] for k in keys if k in m}
 
