@@ -261,12 +261,11 @@ class FittedModel:
         if getattr(self.model, "has_params", False):
             refined = self.refine(traj, K)
             m.update(self._param_metrics(traj, K, params, refined[0]))
-            ref = metrics.rollout_metrics(
-                traj.x, self.predict_refined(traj, K, refined=refined), traj.t, K,
-                window=float(self.info["window"]), state_std=np.asarray(self.info["state_std"]),
-                ood=ood,
-            )
-            m.update({f"{k}_refined": ref[k] for k in ("test_mse", "extrapolation_mse", "ood_mse")})
+            ref, _, _ = self.score_rollout(traj, self.predict_refined(traj, K, refined=refined),
+                                           K)
+            m.update({f"{k}_refined": ref.get(k) for k in (
+                "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
+                "valid_prediction_time")})
         m["model"] = self.info["model"]
         return m
 
