@@ -121,3 +121,25 @@ def test_transitions_benchmark_runs_at_tiny_sizes():
         assert math.isfinite(row["test_mse"]) and row["seconds_per_epoch"] > 0
     assert r["rows"][1]["param_rel_error"] is not None
     assert "warp-phys lowrank" in mod.report(r)
+
+
+def test_physics_vs_blackbox_benchmark_reports_side_by_side_ratios(tmp_path, capsys):
+    """Tiny sizes, one study, clean and noisy: a row per noise level, ratios computed from the
+    two models' MSEs of the same run, refined MSE below the amortised one."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "physics_vs_blackbox.py"
+    spec = importlib.util.spec_from_file_location("physics_vs_blackbox", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--out", str(tmp_path), "--quick", "--studies", "msd", "--seeds", "1", "--jobs", "1"]
+    assert mod.main([*argv, "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["study"], r["noise"]) for r in rows] == [("msd", 0.0), ("msd", 0.01)]
+    for r in rows:
+        assert math.isclose(r["ratio_amortised"], r["warp_mse"] / r["warp_phys_mse"])
+        assert r["warp_phys_refined_mse"] < r["warp_phys_mse"]
+    assert (tmp_path / "msd_n0.01" / "results.csv").exists()
+    assert mod.main(argv) == 0  # reuses the finished runs; prints the table
+    text = capsys.readouterr().out
+    assert "min_ratio_amortised" in text and "min_ratio_refined" in text
