@@ -109,6 +109,9 @@ class System:
     default: Protocol = field(repr=False)
     damping: str | None = None  # the parameter that, set to zero, makes the system conservative
     base: str | None = None  # a system whose equations model this one in part (its files pass)
+    # lowest physical value of each state (populations: 0), or None where any value is possible;
+    # models that step the known physics keep their states above it
+    state_low: tuple[float, ...] | None = None
     doc: str = ""
 
     # -- description ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ LOTKA_VOLTERRA = LotkaVolterra(
                        ("c", "predator growth per prey"), ("d", "predator death rate")]
     ),
     invariant_name="first integral",
+    state_low=(0.0, 0.0),
     damping=None,
     default=Protocol(
         name="lotka_volterra",

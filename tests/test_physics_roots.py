@@ -236,3 +236,61 @@ def test_physics_root_stays_finite_where_the_physics_blows_up():
     assert torch.isfinite(out).all() and out.abs().max() <= root.state_bound
     out.sum().backward()
     assert torch.isfinite(theta.grad).all()
+
+
+def test_frozen_parameters_roll_out_the_physics_with_the_context_end_estimate():
+    """freeze_params: past the context every step uses the parameters read at the last context
+    step, so the rollout equals stepping the physics with those parameters; without freezing the
+    weights, driven by the model's own predictions, change them (B != 0)."""
+    t, x, params = _true_run("spring_mass", n=4)
+    K = 20
+    torch.manual_seed(0)
+    models = {}
+    for freeze in (False, True):
+        root = ClosedFormRoot("spring_mass").double()
+        root.set_scales(params.numpy())
+        m = WARP(2, root, freeze_params=freeze).double()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            m.B.normal_(0.0, 0.5)  # weights that move with the inputs
+        models[freeze] = m
+    models[True].load_state_dict(models[False].state_dict())
+    m = models[True]
+    xn = m.normalizer.encode(x)
+    out = m.run(xn[:, :K], t, context=K, keep_theta=True)
+    theta_k = out.theta[:, K - 1]
+    p_k = root.params(theta_k, m.tau(t)[K].expand(4), xn[:, K - 1])
+    state, ref = x[:, K - 1], []
+    for s in range(K - 1, len(t) - 1):
+        state = root.advance(state, p_k, (t[s + 1] - t[s]).expand(4), None)
+        ref.append(state)
+    pred = m.normalizer.decode(out.mean[:, K - 1:])
+    torch.testing.assert_close(pred, torch.stack(ref, 1), rtol=1e-9, atol=1e-9)
+    # the same weights without freezing give another rollout (the context part is identical)
+    other = models[False].run(xn[:, :K], t, context=K)
+    torch.testing.assert_close(other.mean[:, :K - 1], out.mean[:, :K - 1])
+    assert (other.mean[:, K:] - out.mean[:, K:]).abs().max() > 1e-3
+    # saved with the model; refused on a root without physical parameters
+    assert WARP.from_config(m.config()).freeze_params
+    from warpphys.roots import MLPRoot
+
+    with pytest.raises(ValueError, match="physics root"):
+        WARP(2, MLPRoot(2), freeze_params=True)
+
+
+def test_populations_stay_non_negative_in_the_physics_root():
+    """A noisy observation of a small population can be below zero, where the Lotka-Volterra
+    field makes the prey grow without bound (x' = x (a - b y) < 0 with a > b y); the root
+    treats it as zero and never predicts a negative population."""
+    root = ODERoot("lotka_volterra", substeps=4).double()
+    true = torch.tensor([[40.0, 100.0, 100.0, 40.0]] * 2)
+    root.set_scales(true.numpy())
+    norm = _unit_normalizer(2)
+    x_prev = torch.tensor([[-0.05, 0.1], [0.001, -0.02]], dtype=torch.float64)
+    theta = _theta_for(root, true)
+    out, _ = root(theta, torch.zeros(2), x_prev, torch.full((2,), 0.05), norm)
+    assert (out >= 0).all()
+    # as from zero: the prey stays extinct, the predator decays (the first row)
+    zero_start, _ = root(theta, torch.zeros(2), x_prev.clamp_min(0), torch.full((2,), 0.05), norm)
+    torch.testing.assert_close(out, zero_start)
+    assert systems.get_system("spring_mass").state_low is None  # positions may be negative

@@ -67,11 +67,12 @@ def _build_warp_phys(dim, system, opts, data_info):
     root = ROOTS[kind](system.name, **kw)
     a_init = opts["a_init"] if opts["transition"] == "dense" else "identity"  # filter bank: dense
     return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
-                diff=opts["diff"], a_init=a_init)
+                diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"])
 
 
 _build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
-                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.0}
+                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.0,
+                            "freeze_params": False}
 
 
 #: model name -> builder(dim, system or None, options, data_info) -> nn.Module

@@ -141,15 +141,21 @@ class WARP(nn.Module):
             an adaptive observer and stays put (up to A) during rollout. "input" and
             "prediction" agree during rollout.
         a_init: "identity" (the paper's) or "spectral" (a damped-rotation filter bank).
+        freeze_params: physics roots only: past the context, keep the physical parameters read
+            at the last context step (the model's own predictions carry no new information
+            about them) instead of re-reading them from weights driven by those predictions.
     """
 
     def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
                  transition: str = "dense", rank: int = 8, diff: str = "input",
-                 a_init: str = "identity"):
+                 a_init: str = "identity", freeze_params: bool = False):
         super().__init__()
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
         self.dim, self.root, self.diff = dim, root, diff
+        if freeze_params and not hasattr(root, "params"):
+            raise ValueError("freeze_params needs a physics root (one with parameters)")
+        self.freeze_params = bool(freeze_params)
         self.hyper_width, self.use_hypernet = hyper_width, hypernet
         D = root.num_weights
         self.normalizer = Normalizer(dim)
@@ -178,7 +184,8 @@ class WARP(nn.Module):
     def config(self) -> dict:
         return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
                 "hyper_width": self.hyper_width, "transition": self.transition.kind,
-                "rank": self.transition.rank, "diff": self.diff, "a_init": self.transition.init}
+                "rank": self.transition.rank, "diff": self.diff, "a_init": self.transition.init,
+                "freeze_params": self.freeze_params}
 
     @classmethod
     def from_config(cls, config: dict) -> WARP:
@@ -231,8 +238,15 @@ class WARP(nn.Module):
         if p_forcing > 0:
             gdev = xn.device if generator is None else generator.device  # Trainer's: CPU
             force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device) < p_forcing
+        frozen = None
         for s in range(T - 1):
-            mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B))
+            if self.freeze_params and s >= context - 1:  # predicting past the context
+                if frozen is None:
+                    frozen = self.root.params(theta, tau[s + 1].expand(B), x_in)
+                mean, log_std = self.root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B),
+                                          self.normalizer, params=frozen)
+            else:
+                mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B))
             means.append(mean)
             if log_std is not None:
                 stds.append(log_std)

@@ -17,9 +17,11 @@ Parameters are positive: ``scale * exp(z)``, with ``z`` softly bounded to ``+-lo
 them, else a global least-squares fit of the physics to the data), never from default ranges.
 
 States are kept inside a box of ``+-state_bound`` training standard deviations around the
-training mean (inside the solver's stages too): far outside it the physics with a wrong
-parameter estimate can blow up in finite time (Lotka-Volterra), and one infinite state would turn
-a whole batch's loss, or a rollout, into NaN. Real trajectories never come near the box.
+training mean, and above the system's ``state_low`` (populations are never negative), inside
+the solver's stages too: far outside it the physics with a wrong parameter estimate can blow up
+in finite time (Lotka-Volterra; also from a noisy observation of a small population that is
+below zero), and one infinite state would turn a whole batch's loss, or a rollout, into NaN.
+Real trajectories never leave the box.
 """
 
 from __future__ import annotations
@@ -96,12 +98,24 @@ class PhysicsRoot(Root):
         box for the intermediate states of a solver."""
         raise NotImplementedError
 
-    def forward(self, theta, tau, x_prev, dt, normalizer):
-        p = self.params(theta, tau, x_prev)
+    def forward(self, theta, tau, x_prev, dt, normalizer, params=None):
+        """Next normalised state; ``params``: use these (B, p) instead of reading them from
+        ``theta`` (WARP's rollout with frozen parameters)."""
+        p = self.params(theta, tau, x_prev) if params is None else params
         x = normalizer.decode(x_prev)
+        lo, hi = self.state_box(normalizer)
+        x = torch.minimum(torch.maximum(x, lo), hi)
+        x_next = self.advance(x, p, dt, theta, (lo, hi))
+        return normalizer.encode(torch.minimum(torch.maximum(x_next, lo), hi)), None
+
+    def state_box(self, normalizer):
+        """(low, high) physical bounds of the states: the training mean +- ``state_bound``
+        training stds, and never below the system's ``state_low`` (e.g. populations >= 0)."""
         b = self.state_bound
-        bounds = (normalizer.mean - b * normalizer.std, normalizer.mean + b * normalizer.std)
-        return normalizer.encode(self.advance(x, p, dt, theta, bounds)).clamp(-b, b), None
+        lo, hi = normalizer.mean - b * normalizer.std, normalizer.mean + b * normalizer.std
+        if self.system.state_low is not None:
+            lo = torch.maximum(lo, torch.as_tensor(self.system.state_low).to(lo))
+        return lo, hi
 
 
 class ODERoot(PhysicsRoot):
