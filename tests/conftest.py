@@ -95,3 +95,18 @@ def pickle_bomb():
         return path
 
     return write
+
+
+def refused(rc: int, capsys, *needles: str) -> str:
+    """Assert a clean refusal of the command line: exit 2, one line on stderr (``warpphys ...:
+    error: ...``) containing ``needles``, no traceback. Returns the line."""
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("warpphys ") and ": error: " in lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+

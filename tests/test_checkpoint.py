@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import refused
 
 from warpphys import Trajectories, api, checkpoint, cli
 from warpphys.model import WARP
@@ -24,18 +25,6 @@ SMALL = {"context": 5, "width": 4, "batch_size": 8, "figures": False, "progress"
 
 def _fit(data, out, *, model="warp", epochs=1, seed=0, **kw) -> api.FittedModel:
     return api.fit(data=data, out=out, model=model, epochs=epochs, seed=seed, **{**SMALL, **kw})
-
-
-def refused(rc: int, capsys, *needles: str) -> str:
-    """Exit 2, one line on stderr containing ``needles``, no traceback."""
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def strict_json(path: Path):

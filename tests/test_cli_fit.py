@@ -16,23 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refused
 
 from warpphys import Trajectories, api, cli
 
 DESIGN_KEYS = {"test_mse", "context", "extrapolation_mse", "ood_mse", "invariant_drift"}
-
-
-def refused(rc: int, capsys, *needles: str) -> str:
-    """Assert a clean refusal: exit 2, one line on stderr containing ``needles``, no traceback."""
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("warpphys ") and ": error: " in lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict:
