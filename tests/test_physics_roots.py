@@ -294,3 +294,21 @@ def test_populations_stay_non_negative_in_the_physics_root():
     zero_start, _ = root(theta, torch.zeros(2), x_prev.clamp_min(0), torch.full((2,), 0.05), norm)
     torch.testing.assert_close(out, zero_start)
     assert systems.get_system("spring_mass").state_low is None  # positions may be negative
+
+
+@pytest.mark.parametrize("scale", [None, torch.tensor([0.5, 4.0], dtype=torch.float64)])
+def test_a_trajectorys_refined_estimate_does_not_depend_on_its_batch(scale):
+    """Residual weights are per trajectory (its own context std) or fixed (a model's training
+    std), never batch statistics: refining 2 noisy trajectories alone or among 8 agrees."""
+    from warpphys.refine import refine_context
+
+    t, x, params = _true_run("spring_mass", n=8, seed=5)
+    root = ClosedFormRoot("spring_mass").double()
+    K = 40
+    g = torch.Generator().manual_seed(2)
+    noisy = x[:, :K] + 0.02 * torch.randn(x[:, :K].shape, generator=g, dtype=torch.float64)
+    start = params * 1.1
+    p_all, last_all = refine_context(root, noisy, t[:K], start, scale=scale)
+    p_two, last_two = refine_context(root, noisy[:2], t[:K], start[:2], scale=scale)
+    torch.testing.assert_close(p_two, p_all[:2], rtol=1e-9, atol=0)
+    torch.testing.assert_close(last_two, last_all[:2], rtol=1e-9, atol=1e-12)

@@ -221,13 +221,15 @@ class FittedModel:
         K = self.context if context is None else int(context)
         self._check(traj, K)
         t = torch.as_tensor(traj.t[:K], dtype=torch.float64, device=self.device)
+        scale = self.info.get("state_std")  # residual weights: the training data's state std
         parts = []
         for i in range(0, traj.n, batch_size):
             xk = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float64,
                                  device=self.device)
             est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
             est, last = refine_context(self.model.root, xk, t, est.double(),
-                                       theta=theta.double(), iterations=iterations)
+                                       theta=theta.double(), iterations=iterations,
+                                       scale=scale)
             parts.append((est, last, theta.double()))
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 

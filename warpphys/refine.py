@@ -19,7 +19,16 @@ from __future__ import annotations
 import torch
 
 
-def _residuals(root, x, dt, log_params, theta):
+def _state_scale(x: torch.Tensor, scale) -> torch.Tensor:
+    """Residual weights per state: the given (d,) scale (a model's training state std), else
+    each trajectory's own context std (B, 1, d), so that no trajectory's estimate depends on
+    which others share its batch."""
+    if scale is not None:
+        return torch.as_tensor(scale, dtype=x.dtype, device=x.device).clamp_min(1e-12)
+    return x.std(1, keepdim=True).clamp_min(1e-12)
+
+
+def _residuals(root, x, dt, log_params, theta, scale):
     """One-step residuals (B, (K-1)*d) of the physics step over the context, in state scales."""
     B, K, d = x.shape
     params = log_params.exp()
@@ -27,7 +36,6 @@ def _residuals(root, x, dt, log_params, theta):
     rep = lambda a: a[:, None].expand(B, K - 1, *a.shape[1:]).reshape(B * (K - 1), *a.shape[1:])  # noqa: E731
     th = None if theta is None else rep(theta)
     pred = root.advance(xs, rep(params), dt.expand(B, -1).reshape(-1), th)
-    scale = x.reshape(-1, d).std(0).clamp_min(1e-12)
     return ((pred.view(B, K - 1, d) - x[:, 1:]) / scale).reshape(B, -1)
 
 
@@ -75,8 +83,8 @@ def _simulate(root, x0, dt, params, theta):
 @torch.no_grad()
 def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, *,
                    theta: torch.Tensor | None = None, iterations: int = 10,
-                   shooting_iterations: int = 5, damping: float = 1e-3,
-                   eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+                   shooting_iterations: int = 5, damping: float = 1e-3, eps: float = 1e-5,
+                   scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One-step refinement (:func:`refine_params`), then ``shooting_iterations`` LM steps on the
     log-parameters and the first context state together, the whole context simulated from it.
 
@@ -86,28 +94,30 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     the observed one).
     """
     params = refine_params(root, x, t, params, theta=theta, iterations=iterations,
-                           damping=damping, eps=eps)
+                           damping=damping, eps=eps, scale=scale)
     if shooting_iterations <= 0:
         return params, x[:, -1]
     dt = t[1:] - t[:-1]
     B, K, d = x.shape
     p = params.shape[1]
-    scale = x.reshape(-1, d).std(0).clamp_min(1e-12)
+    w = _state_scale(x, scale)  # (d,) or (B, 1, d): residual weights
+    w0 = w.reshape(-1, d)  # (1, d) or (B, d): the unit of the first state's unknowns
 
     def residuals(z):
-        sim = _simulate(root, z[:, p:] * scale, dt, z[:, :p].exp(), theta)
-        return ((sim - x) / scale).reshape(B, -1)
+        sim = _simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
+        return ((sim - x) / w).reshape(B, -1)
 
-    z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / scale], 1)
+    z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / w0], 1)
     z = _lm(residuals, z, shooting_iterations, damping, eps)
-    sim = _simulate(root, z[:, p:] * scale, dt, z[:, :p].exp(), theta)
+    sim = _simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
     return z[:, :p].exp(), sim[:, -1]
 
 
 @torch.no_grad()
 def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, *,
                   theta: torch.Tensor | None = None, iterations: int = 10,
-                  damping: float = 1e-3, eps: float = 1e-5) -> torch.Tensor:
+                  damping: float = 1e-3, eps: float = 1e-5,
+                  scale: torch.Tensor | None = None) -> torch.Tensor:
     """Levenberg-Marquardt on log-parameters, batched over trajectories.
 
     Args:
@@ -118,11 +128,14 @@ def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, 
         theta: (B, D) root weights, for roots whose step also uses them (hybrid correction).
         iterations: LM iterations; damping: initial lambda (adapted per trajectory);
         eps: finite-difference step in log-parameter space for the Jacobian.
+        scale: (d,) weights of the states' residuals (e.g. the model's training state std);
+            default: each trajectory's own context std.
 
     Returns (B, p) refined parameters. Directions the data do not determine (e.g. the mass of a
     spring-mass system, of which only k/m and c/m matter) stay where they started.
     """
     dt = t[1:] - t[:-1]
     logp = params.clamp_min(1e-12).log()
-    return _lm(lambda z: _residuals(root, x, dt, z, theta), logp, iterations, damping,
+    w = _state_scale(x, scale)
+    return _lm(lambda z: _residuals(root, x, dt, z, theta, w), logp, iterations, damping,
                eps).exp()
