@@ -245,13 +245,12 @@ class FittedModel:
         self._check(traj, K)
         H = traj.n_times - K if horizon is None else int(horizon)
         t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
+        from warpphys.refine import simulate
+
         est, state, theta = refined or self.refine(traj, K, iterations)
-        out = [torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)]
-        for s in range(K - 1, K + H - 1):
-            state = self.model.root.advance(state, est, (t[s + 1] - t[s]).expand(len(state)),
-                                            theta)
-            out.append(state[:, None])
-        return torch.cat(out, 1).cpu().numpy()
+        rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta)
+        context = torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)
+        return torch.cat([context, rollout[:, 1:]], 1).cpu().numpy()
 
     def evaluate(self, traj: Trajectories, context: int | None = None) -> dict:
         """Metrics of DESIGN.md on ``traj`` (rollout from ``context`` to the file's end).
@@ -263,7 +262,7 @@ class FittedModel:
         m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
         if getattr(self.model, "has_params", False):
             refined = self.refine(traj, K)
-            m.update(self._param_metrics(traj, K, params, refined[0]))
+            m.update(self.param_metrics(traj, K, params, refined[0]))
             ref, _, _ = self.score_rollout(traj, self.predict_refined(traj, K, refined=refined),
                                            K)
             m.update({f"{k}_refined": ref.get(k) for k in (
@@ -272,7 +271,12 @@ class FittedModel:
         m["model"] = self.info["model"]
         return m
 
-    def _param_metrics(self, traj, K, params, refined) -> dict:
+    def param_metrics(self, traj: Trajectories, context: int, params, refined) -> dict:
+        """Median relative errors of the identifiable parameters recovered from ``traj``'s
+        context against the true ``params (N, p)``: ``param_rel_error`` (one forward pass) and
+        ``param_rel_error_refined`` (``refined (N, p)``, e.g. ``refine(...)[0]``), each also
+        per parameter. Empty without true parameters."""
+        K = context
         if params is None or self.system is None:
             return {}
         sys_ = self.system

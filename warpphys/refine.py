@@ -71,8 +71,9 @@ def _lm(residuals, z, iterations, damping, eps):
     return z
 
 
-def _simulate(root, x0, dt, params, theta):
-    """States (B, K, d) from x0 (B, d) through the physics step, one step per entry of dt."""
+def simulate(root, x0, dt, params, theta=None):
+    """States (B, K+1, d) from x0 (B, d) through the physics step with fixed ``params``, one step
+    per entry of ``dt (K,)`` (the first row is x0)."""
     out, state = [x0], x0
     for s in range(dt.shape[0]):
         state = root.advance(state, params, dt[s].expand(len(state)), theta)
@@ -104,12 +105,12 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     w0 = w.reshape(-1, d)  # (1, d) or (B, d): the unit of the first state's unknowns
 
     def residuals(z):
-        sim = _simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
+        sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
         return ((sim - x) / w).reshape(B, -1)
 
     z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / w0], 1)
     z = _lm(residuals, z, shooting_iterations, damping, eps)
-    sim = _simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
+    sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
     return z[:, :p].exp(), sim[:, -1]
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import systems
-from warpphys import api, metrics
+from warpphys import api
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
@@ -212,12 +212,9 @@ def score(fitted: api.FittedModel, inputs: Trajectories, truth: Trajectories,
     out["refine_seconds"] = time.perf_counter() - t0
     ref, _, _ = fitted.score_rollout(truth, x_ref, context)
     out["test_mse_refined"], out["ood_mse_refined"] = ref["test_mse"], ref["ood_mse"]
-    if params is not None:
-        true = fitted.system.identifiable(params)
-        for key, est in (("param_rel_error", fitted.recover_params(inputs, context)),
-                         ("param_rel_error_refined", refined[0].cpu().numpy())):
-            out[key] = metrics.param_relative_error(true, fitted.system.identifiable(est))[
-                "median"]
+    errors = fitted.param_metrics(inputs, context, params, refined[0])
+    out["param_rel_error"] = errors.get("param_rel_error")
+    out["param_rel_error_refined"] = errors.get("param_rel_error_refined")
     return out
 
 
