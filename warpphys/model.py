@@ -204,8 +204,8 @@ class WARP(nn.Module):
         """Normalised time (T,): 0 at the first sample, 1 at the end of the training window."""
         return (t - t[0]) / self.window
 
-    def _root(self, theta, tau, x_prev, dt):
-        return self.root(theta, tau, x_prev, dt, self.normalizer)
+    def _root(self, theta, tau, x_prev, dt, **kw):
+        return self.root(theta, tau, x_prev, dt, self.normalizer, **kw)
 
     # -- the three ways to run ---------------------------------------------------------------
     def run(self, xn: torch.Tensor, t: torch.Tensor, *, context: int, p_forcing: float = 0.0,
@@ -240,13 +240,12 @@ class WARP(nn.Module):
             force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device) < p_forcing
         frozen = None
         for s in range(T - 1):
+            kw = {}
             if self.freeze_params and s >= context - 1:  # predicting past the context
                 if frozen is None:
                     frozen = self.root.params(theta, tau[s + 1].expand(B), x_in)
-                mean, log_std = self.root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B),
-                                          self.normalizer, params=frozen)
-            else:
-                mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B))
+                kw = {"params": frozen}
+            mean, log_std = self._root(theta, tau[s + 1].expand(B), x_in, dt[s].expand(B), **kw)
             means.append(mean)
             if log_std is not None:
                 stds.append(log_std)

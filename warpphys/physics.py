@@ -35,6 +35,11 @@ from warpphys.model import register_root
 from warpphys.roots import BatchedMLP, Root
 
 
+def _clip(x, lo, hi):
+    """x limited to [lo, hi] elementwise (tensor bounds, broadcast over the batch)."""
+    return torch.minimum(torch.maximum(x, lo), hi)
+
+
 class PhysicsRoot(Root):
     """Common part of the physics roots: the parameter MLP and the parameter loss."""
 
@@ -104,9 +109,8 @@ class PhysicsRoot(Root):
         p = self.params(theta, tau, x_prev) if params is None else params
         x = normalizer.decode(x_prev)
         lo, hi = self.state_box(normalizer)
-        x = torch.minimum(torch.maximum(x, lo), hi)
-        x_next = self.advance(x, p, dt, theta, (lo, hi))
-        return normalizer.encode(torch.minimum(torch.maximum(x_next, lo), hi)), None
+        x_next = self.advance(_clip(x, lo, hi), p, dt, theta, (lo, hi))
+        return normalizer.encode(_clip(x_next, lo, hi)), None
 
     def state_box(self, normalizer):
         """(low, high) physical bounds of the states: the training mean +- ``state_bound``
@@ -150,7 +154,7 @@ class ODERoot(PhysicsRoot):
 
         def rhs(s, y):
             if bounds is not None:
-                y = torch.minimum(torch.maximum(y, bounds[0]), bounds[1])
+                y = _clip(y, *bounds)
             return scale * self.vector_field(y, params, theta)
 
         ys = odeint(rhs, x, self._unit.to(x), method=self.method,
