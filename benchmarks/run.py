@@ -268,7 +268,7 @@ def warp_vs_gru(n_train: int, T: int, context: int, batch: int, device="cpu",
 
     opts = {**api.BASE_OPTIONS, **api.MODELS["warp"].options}
     torch.manual_seed(0)
-    warp = api.MODELS["warp"](DIM, None, opts, {}).to(device)
+    warp = api.MODELS["warp"](DIM, None, opts).to(device)
     n_warp = count_parameters(warp)
     gru, gru_kind = _gru_like(DIM, n_warp)
     gru = gru.to(device)

@@ -88,14 +88,14 @@ def test_fit_with_figures_works_for_a_baseline(user_file, tmp_path):
 @pytest.mark.parametrize("opts", [{}, {"width": 32, "depth": 3}, {"hyper_width": 16}])
 def test_recurrent_parameter_count_matches_warps_within_ten_percent(model, opts):
     options = {**api.BASE_OPTIONS, **api.MODELS[model].options, **opts}
-    net = api.MODELS[model](2, None, options, {})
+    net = api.MODELS[model](2, None, options)
     warp = warp_param_count(2, options)
     assert abs(count_parameters(net) - warp) <= 0.1 * warp, (count_parameters(net), warp)
 
 
 def test_a_given_hidden_size_overrides_the_matching():
     options = {**api.BASE_OPTIONS, **api.MODELS["gru"].options, "hidden": 10}
-    assert api.MODELS["gru"](2, None, options, {}).config()["hidden"] == 10
+    assert api.MODELS["gru"](2, None, options).config()["hidden"] == 10
 
 
 # -- the models' own methods ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import refused
 
-from warpphys import Trajectories, api, checkpoint, cli
+from warpphys import Trajectories, api, checkpoint, cli, rundir
 from warpphys.model import WARP
 
 SMALL = {"context": 5, "width": 4, "batch_size": 8, "figures": False, "progress": False,
@@ -159,7 +159,7 @@ def test_a_failed_json_write_keeps_the_old_file(run_copy, monkeypatch):
 
     monkeypatch.setattr(json, "dump", failing_dump)
     with pytest.raises(OSError):
-        api._write_json({"test_mse": 1.0}, run_copy / "metrics.json")
+        rundir.write_json({"test_mse": 1.0}, run_copy / "metrics.json")
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
 

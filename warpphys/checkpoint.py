@@ -11,35 +11,28 @@ import io
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from warpphys.errors import WarpphysError
+from warpphys.rundir import atomic_open
+
 FORMAT, VERSION = "warpphys", 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WarpphysError):
     """A checkpoint is missing, corrupt, foreign or unsafe; the message says which."""
 
 
 def save(obj: dict, path: str | os.PathLike) -> Path:
     """Write ``obj`` atomically: to a temporary file in the same folder, then renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **obj}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=True, fsync=True) as fh:
+        torch.save(payload, fh)
     return path
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, replace
@@ -23,9 +22,11 @@ import numpy as np
 import torch
 
 import systems
+from warpphys.errors import WarpphysError
+from warpphys.rundir import atomic_open
 
 
-class DataError(ValueError):
+class DataError(WarpphysError):
     """A trajectory file or array breaks a rule of the file format; the message names the rule."""
 
 
@@ -135,15 +136,8 @@ class Trajectories:
         path = Path(path)
         if path.suffix != ".npz":
             raise DataError(f"trajectory files end in .npz, got {path.name!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, binary=True) as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

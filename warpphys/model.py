@@ -18,22 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from warpphys.roots import MLPRoot, Root
-
-# -- roots by name ---------------------------------------------------------------------------
-ROOT_TYPES: dict[str, type] = {"mlp": MLPRoot}
-
-
-def register_root(name: str, cls: type) -> None:
-    ROOT_TYPES[name] = cls
-
-
-def build_root(config: dict) -> Root:
-    config = dict(config)
-    kind = config.pop("type")
-    if kind not in ROOT_TYPES:
-        raise ValueError(f"unknown root type {kind!r}; known: {sorted(ROOT_TYPES)}")
-    return ROOT_TYPES[kind](**config)
+from warpphys.roots import Root, build_root
 
 
 class Normalizer(nn.Module):
@@ -153,7 +138,7 @@ class WARP(nn.Module):
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
         self.dim, self.root, self.diff = dim, root, diff
-        if freeze_params and not hasattr(root, "params"):
+        if freeze_params and not root.has_params:
             raise ValueError("freeze_params needs a physics root (one with parameters)")
         self.freeze_params = bool(freeze_params)
         self.hyper_width, self.use_hypernet = hyper_width, hypernet
@@ -300,14 +285,11 @@ class WARP(nn.Module):
     @property
     def has_params(self) -> bool:
         """Whether the root reads out physical parameters (physics roots)."""
-        return hasattr(self.root, "params")
+        return self.root.has_params
 
     def fit_data_scales(self, train, system) -> None:
         """Let a physics root take its parameter scales from the training data."""
-        if self.has_params:
-            from warpphys.physics import physics_scales
-
-            physics_scales(self.root, train, float(self.window))
+        self.root.fit_scales(train, float(self.window))
 
     @torch.no_grad()
     def recover_params(self, x: torch.Tensor, t: torch.Tensor, context: int,

@@ -31,8 +31,7 @@ import torch
 from torchdiffeq import odeint
 
 import systems
-from warpphys.model import register_root
-from warpphys.roots import BatchedMLP, Root
+from warpphys.roots import BatchedMLP, Root, register_root
 
 
 def _clip(x, lo, hi):
@@ -44,6 +43,7 @@ class PhysicsRoot(Root):
     """Common part of the physics roots: the parameter MLP and the parameter loss."""
 
     wants_theta = True
+    has_params = True
     #: states are clamped to the training mean +- this many training standard deviations
     state_bound = 50.0
 
@@ -86,6 +86,14 @@ class PhysicsRoot(Root):
         self.log_scale.copy_(pos.log().mean(0))
         ident = self.system.identifiable(p)
         self.ident_scale.copy_(ident.abs().mean(0).clamp_min(1e-12))
+
+    def fit_scales(self, train, window: float) -> None:
+        """Parameter scales from training Trajectories: their parameters when the file has
+        them (and they are positive), else one global least-squares fit of the physics."""
+        params = train.system_params(self.system)
+        if params is None or np.any(params < 0):
+            params = fit_global_params(self.system, train.x, train.t)[None, :]
+        self.set_scales(params)
 
     def param_loss(self, theta, xn, t, params, normalizer, model):
         """Squared error of the identifiable parameter combinations at every step, relative to
@@ -144,6 +152,13 @@ class ODERoot(PhysicsRoot):
 
     def config(self) -> dict:
         return {**super().config(), "method": self.method, "substeps": self.substeps}
+
+    def fit_scales(self, train, window: float) -> None:
+        super().fit_scales(train, window)
+        if self.substeps_auto:
+            # enough RK substeps that one substep moves a state by at most ~1/4 of its spread
+            rel = np.abs(np.diff(train.x, axis=1)) / train.x.reshape(-1, train.dim).std(0)
+            self.substeps = int(np.clip(np.ceil(4 * np.quantile(rel, 0.99)), 1, 8))
 
     def vector_field(self, x, params, theta):
         return self.system.vector_field(None, x, params)
@@ -238,6 +253,10 @@ class HybridRoot(ODERoot):
         return torch.cat([super().initial_weights(),
                           self.correction.initial_weights(last_scale=0.0)])
 
+    def fit_scales(self, train, window: float) -> None:
+        super().fit_scales(train, window)
+        self.set_state_scales(train.x, window)
+
     @torch.no_grad()
     def set_state_scales(self, x: np.ndarray, window: float) -> None:
         """Input normalisation of the correction, and its output scale (state std / window)."""
@@ -252,9 +271,8 @@ class HybridRoot(ODERoot):
         return known + self.rate_scale * self.correction(w, (x - self.x_mean) / self.x_scale)
 
 
-ROOTS = {"ode": ODERoot, "closed_form": ClosedFormRoot, "hybrid": HybridRoot}
-for _kind, _cls in ROOTS.items():  # so that saved models rebuild them (model.build_root)
-    register_root(_kind, _cls)
+for _cls in (ODERoot, ClosedFormRoot, HybridRoot):  # in warpphys.roots.ROOTS, by kind
+    register_root(_cls)
 
 
 def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, steps: int = 300,
@@ -287,14 +305,5 @@ def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, step
 
 
 def physics_scales(root: PhysicsRoot, train, window: float) -> None:
-    """Set a physics root's scales from training Trajectories (see the module docstring)."""
-    params = train.system_params(root.system)
-    if params is None or np.any(params < 0):
-        params = fit_global_params(root.system, train.x, train.t)[None, :]
-    root.set_scales(params)
-    if isinstance(root, ODERoot) and root.substeps_auto:
-        # enough RK substeps that one substep moves a state by at most ~1/4 of its spread
-        rel = np.abs(np.diff(train.x, axis=1)) / train.x.reshape(-1, train.dim).std(0)
-        root.substeps = int(np.clip(np.ceil(4 * np.quantile(rel, 0.99)), 1, 8))
-    if isinstance(root, HybridRoot):
-        root.set_state_scales(train.x, window)
+    """Set a physics root's scales from training Trajectories (:meth:`PhysicsRoot.fit_scales`)."""
+    root.fit_scales(train, window)

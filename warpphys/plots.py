@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +40,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from warpphys.rundir import atomic_open
 
 __all__ = [
     "plot_comparison_bars",
@@ -85,17 +86,8 @@ def _save_atomic(fig: Figure, path: Path) -> None:
         raise ValueError(
             f"cannot save a figure as {fmt!r} ({str(path)!r}); use a .png, .pdf or .svg path"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a hidden temporary name in the same folder, so os.replace is atomic; opened with "x" so
-    # the file gets the usual permissions (umask) and never clobbers another writer's file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format=fmt, dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=True) as fh:
+        fig.savefig(fh, format=fmt, dpi=DPI)
 
 
 def _new_figure(nrows: int, ncols: int, *, panel: tuple[float, float], **kw):

@@ -41,7 +41,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,6 +53,7 @@ from warpphys import api
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
+from warpphys.rundir import write_text
 
 #: study name -> (system, preset or None, paper dataset name or None)
 STUDIES = {
@@ -228,17 +228,6 @@ def _row(model: str, seed: int, fitted: api.FittedModel, scores: dict) -> dict:
             "train_status": info.get("status")}
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _model_options(model: str, scale: Scale, noise: float) -> dict:
     if model == "classical":  # no training options; shooting residuals when data are noisy
         return {"residuals": "shooting" if noise > 0 else "one-step"}
@@ -266,7 +255,7 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     inputs = Trajectories.load(paths["test_inputs"], system=system)
     row = _row(model, seed, fitted, score(fitted, inputs, truth, fitted.context))
     row["cpu_seconds"] = time.process_time() - cpu0
-    _write_text(score_file, json.dumps(row, indent=2) + "\n")
+    write_text(json.dumps(row, indent=2) + "\n", score_file)
     log(f"{model} seed {seed}: test_mse {_fmt(row['test_mse'])}, fit "
         f"{row['fit_seconds']:.1f} s, inference {row['inference_seconds']:.2f} s")
     return row
@@ -439,7 +428,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
         raise StudyError(f"--out {str(out)!r} is a non-empty folder that holds no study; "
                          f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(manifest_file, json.dumps(manifest, indent=2))
+    write_text(json.dumps(manifest, indent=2), manifest_file)
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = []
     for seed in range(int(seeds)):
@@ -455,10 +444,11 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     sizes = {"n_train": train_info["n_train"], "n_test": test.n, "n_steps": test.n_times}
     paths = {"csv": out / "results.csv", "md": out / "results.md",
              "figure": out / "comparison.png"}
-    _write_text(paths["csv"], results_csv(rows))
-    _write_text(paths["md"], results_markdown(
+    write_text(results_csv(rows), paths["csv"])
+    write_text(results_markdown(
         table, study=study, scale_name=scale, scale=sc, seeds=int(seeds), noise=noise,
-        wall_seconds=wall, context=train_info["context"], sizes=sizes, cpu_seconds=cpu))
+        wall_seconds=wall, context=train_info["context"], sizes=sizes, cpu_seconds=cpu),
+        paths["md"])
     from warpphys import plots
 
     plots.plot_comparison_bars(table, "test_mse", paths["figure"])

@@ -10,6 +10,10 @@ with ``tau (B,)`` the normalised time of the predicted step (1.0 at the end of t
 window), ``x_prev (B, d)`` the previous state in normalised units, ``dt (B,)`` the time step in
 physical units. ``mean (B, d)`` is the next state in normalised units; ``log_std`` is ``None``
 unless the root predicts an uncertainty. Physics roots live in :mod:`warpphys.physics`.
+
+Every kind of root is registered in :data:`ROOTS` under its ``kind`` (where it is defined: the
+physics roots in :mod:`warpphys.physics`), so that saved models rebuild it by name
+(:func:`build_root`) and the command line's ``--root`` offers it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from torch import nn
 class Root(nn.Module):
     """Interface of a root network (see the module docstring)."""
 
+    #: the name the root is registered and saved under
+    kind: str
+    #: whether the root reads physical parameters out of its weights (physics roots)
+    has_params: bool = False
     #: flat weight count D
     num_weights: int
     #: whether the root outputs a log standard deviation
@@ -33,6 +41,10 @@ class Root(nn.Module):
     def param_loss(self, theta, xn, t, params, normalizer, model):
         """Auxiliary loss on known physical parameters (physics roots); None for others."""
         return None
+
+    def fit_scales(self, train, window: float) -> None:
+        """Take the root's scales from the training data (``Trajectories``) and the training
+        time span ``window``; nothing for a root without data scales."""
 
     def initial_weights(self) -> torch.Tensor:
         """A good flat starting point ``theta (D,)`` (the hypernetwork starts near it)."""
@@ -105,6 +117,8 @@ class MLPRoot(Root):
         activation: tanh, gelu, relu, softplus or sin.
     """
 
+    kind = "mlp"
+
     def __init__(self, dim: int, *, width: int = 16, depth: int = 2, use_state: bool = True,
                  residual: bool = True, probabilistic: bool = False, activation: str = "tanh"):
         super().__init__()
@@ -135,3 +149,31 @@ class MLPRoot(Root):
             mean = x_prev + mean
         log_std = out[..., self.dim:] if self.probabilistic else None
         return mean, log_std
+
+
+# -- roots by name ---------------------------------------------------------------------------
+#: kind -> root class; physics roots are added by :mod:`warpphys.physics`
+ROOTS: dict[str, type[Root]] = {}
+
+
+def register_root(cls: type[Root]) -> type[Root]:
+    """Register a root class under its ``kind`` (usable as a class decorator)."""
+    ROOTS[cls.kind] = cls
+    return cls
+
+
+def physics_root_names() -> list[str]:
+    """The registered roots that read physical parameters (the choices of ``--root``)."""
+    return [k for k, cls in ROOTS.items() if cls.has_params]
+
+
+def build_root(config: dict) -> Root:
+    """Rebuild a root from its ``config()`` (plain data, as saved in checkpoints)."""
+    config = dict(config)
+    kind = config.pop("type")
+    if kind not in ROOTS:
+        raise ValueError(f"unknown root type {kind!r}; known: {sorted(ROOTS)}")
+    return ROOTS[kind](**config)
+
+
+register_root(MLPRoot)

@@ -34,7 +34,8 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 @dataclass
 class TrainConfig:
-    """Training options.
+    """Training options. Their defaults are the package's (``warpphys fit`` reads them through
+    :data:`warpphys.registry.BASE_OPTIONS`), sized for a 2-core CPU.
 
     Attributes:
         epochs: passes over the training set.
@@ -58,10 +59,10 @@ class TrainConfig:
             no effect on a CPU); "bf16" (autocast of the forward pass to bfloat16).
     """
 
-    epochs: int = 60
-    batch_size: int = 64
+    epochs: int = 30
+    batch_size: int = 128
     lr: float = 2e-3
-    lr_transition: float = 0.25
+    lr_transition: float = 0.01
     clip: float = 1.0
     context: int = 16
     p_forcing_start: float = 1.0

@@ -2,10 +2,9 @@
 flag: ``gru``, ``lstm``, ``transformer``, ``node`` (neural ODE) and ``classical`` (per-trajectory
 least-squares system identification with the known ODE).
 
-Importing this package registers them in :data:`warpphys.api.MODELS` (``warpphys.api`` imports
-it at its end, so ``import warpphys.api`` is enough). Each builder has the signature
-``builder(dim, system, options, data_info) -> nn.Module`` and its ``options`` attribute holds
-the model-specific option defaults.
+Importing this package registers them in :data:`warpphys.registry.MODELS` (``import warpphys``
+does). Each builder has the signature ``builder(dim, system, options) -> Model`` and its
+``options`` attribute holds the model-specific option defaults.
 
 Default sizes: the GRU and LSTM get the hidden size whose parameter count is closest to that of
 the black-box WARP built with the same options (``width``, ``depth``, ``hyper_width``,
@@ -15,6 +14,7 @@ neural ODE (64 x 2 field, 8 latent dimensions) are small, for a CPU.
 
 from __future__ import annotations
 
+from warpphys import registry
 from warpphys.baselines.base import Baseline, StepBaseline, count_parameters
 from warpphys.baselines.classical import ClassicalSysID
 from warpphys.baselines.node import NeuralODE
@@ -25,6 +25,7 @@ from warpphys.baselines.recurrent import (
     recurrent_param_count,
 )
 from warpphys.baselines.transformer import CausalTransformer
+from warpphys.errors import RunError
 
 #: the baselines' names, in the order of a study's tables
 BASELINES = ("gru", "lstm", "transformer", "node", "classical")
@@ -32,14 +33,12 @@ BASELINES = ("gru", "lstm", "transformer", "node", "classical")
 
 def warp_param_count(dim: int, opts: dict) -> int:
     """Trainable parameters of the black-box WARP built with the options ``opts``."""
-    from warpphys import api
-
-    builder = api.MODELS["warp"]
-    return count_parameters(builder(dim, None, {**getattr(builder, "options", {}), **opts}, {}))
+    builder = registry.MODELS["warp"]
+    return count_parameters(builder(dim, None, {**builder.options, **opts}))
 
 
 def _recurrent_builder(kind: str, cls: type):
-    def build(dim, system, opts, data_info):
+    def build(dim, system, opts):
         hidden = opts.get("hidden", "auto")
         layers = int(opts.get("layers", 1))
         if hidden in (None, "auto"):
@@ -52,7 +51,7 @@ def _recurrent_builder(kind: str, cls: type):
     return build
 
 
-def _build_transformer(dim, system, opts, data_info):
+def _build_transformer(dim, system, opts):
     return CausalTransformer(dim, d_model=opts["d_model"], heads=opts["heads"],
                              layers=opts["layers"], ff=opts["ff"])
 
@@ -60,7 +59,7 @@ def _build_transformer(dim, system, opts, data_info):
 _build_transformer.options = {"d_model": 32, "heads": 4, "layers": 2, "ff": 64}
 
 
-def _build_node(dim, system, opts, data_info):
+def _build_node(dim, system, opts):
     return NeuralODE(dim, width=opts["node_width"], depth=opts["node_depth"],
                      augment=opts["augment"], encoder=opts["encoder"],
                      encoder_width=opts["encoder_width"], method=opts["method"],
@@ -71,33 +70,30 @@ _build_node.options = {"node_width": 64, "node_depth": 2, "augment": 8, "encoder
                        "encoder_width": 64, "method": "rk4", "adjoint": False}
 
 
-def _build_classical(dim, system, opts, data_info):
-    from warpphys.api import RunError
-
+def _build_classical(dim, system, opts):
     if system is None:
         raise RunError(
             "classical system identification needs the system's equations: pass --system NAME "
             "(or a file whose 'system' key names one)"
         )
-    opts["epochs"] = 0  # nothing to train: the Trainer returns at once
     return ClassicalSysID(dim, system=system.name, residuals=opts["residuals"],
                           substeps=opts["substeps"], bound=opts["bound"],
                           max_nfev=opts["max_nfev"])
 
 
-_build_classical.options = {"epochs": 0, "residuals": "one-step", "substeps": "auto",
-                            "bound": 7.0, "max_nfev": 200}
+_build_classical.options = {"residuals": "one-step", "substeps": "auto", "bound": 7.0,
+                            "max_nfev": 200}
 
 
 def register_all() -> None:
-    """Register every baseline in :data:`warpphys.api.MODELS` (idempotent)."""
-    from warpphys.api import register_model
-
+    """Register every baseline in :data:`warpphys.registry.MODELS` (idempotent)."""
+    register_model = registry.register_model
     register_model("gru", _recurrent_builder("gru", GRUBaseline), GRUBaseline)
     register_model("lstm", _recurrent_builder("lstm", LSTMBaseline), LSTMBaseline)
     register_model("transformer", _build_transformer, CausalTransformer)
     register_model("node", _build_node, NeuralODE)
-    register_model("classical", _build_classical, ClassicalSysID)
+    # nothing to train (epochs 0: the Trainer returns at once), whatever --epochs says
+    register_model("classical", _build_classical, ClassicalSysID, fixed={"epochs": 0})
 
 
 register_all()

@@ -1,0 +1,107 @@
+"""Models by name, and the default of every option.
+
+:data:`MODELS` maps a ``--model`` name to its builder ``builder(dim, system, options) ->
+Model`` (``system``: the :class:`systems.System` or None); each builder's ``options`` attribute
+holds its model-specific option defaults. :data:`MODEL_CLASSES` maps a class name to the class,
+whose ``from_config`` rebuilds a saved model. WARP and WARP-Phys are registered here; the
+baselines register themselves in :mod:`warpphys.baselines` (imported by ``import warpphys``).
+
+:data:`BASE_OPTIONS` are the options every model takes, sized for a 2-core CPU; the training
+ones are :class:`warpphys.train.TrainConfig`'s defaults (one source).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import warpphys.physics  # noqa: F401  (registers the physics roots in warpphys.roots.ROOTS)
+from warpphys.errors import RunError
+from warpphys.model import WARP
+from warpphys.roots import ROOTS, MLPRoot, physics_root_names
+from warpphys.train import TrainConfig
+
+#: model name -> builder(dim, system or None, options) -> model
+MODELS: dict = {}
+#: class name -> model class with ``from_config`` (to rebuild saved models)
+MODEL_CLASSES: dict[str, type] = {}
+#: model name -> options the model fixes whatever the user asks (e.g. no epochs to train)
+FIXED_OPTIONS: dict[str, dict] = {}
+
+#: training options read from :class:`~warpphys.train.TrainConfig` (their defaults included)
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "lr_transition", "mode", "p_forcing_end",
+                 "precision")
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: options of every model: WARP's sizes (also used to size the recurrent baselines) and training
+BASE_OPTIONS = {
+    "width": 16, "depth": 2, "hyper_width": 64, "transition": "dense",
+    **{k: _TRAIN_DEFAULTS[k] for k in TRAIN_OPTIONS},
+}
+
+
+def register_model(name: str, builder, cls: type | None = None, *,
+                   fixed: dict | None = None) -> None:
+    """Make ``builder`` available as ``--model name`` (its ``options`` attribute: the model's
+    own option defaults); ``cls``: the class it builds, to load saved models; ``fixed``: options
+    the model sets whatever the user asks."""
+    MODELS[name] = builder
+    if cls is not None:
+        MODEL_CLASSES[cls.__name__] = cls
+    FIXED_OPTIONS[name] = dict(fixed or {})
+
+
+def default_model(system: str | None) -> str:
+    """The physics-informed WARP whenever the system is known, else the black box."""
+    return "warp-phys" if system is not None and "warp-phys" in MODELS else "warp"
+
+
+def model_option_names(model: str) -> set:
+    """The model-specific options of ``model`` (beyond :data:`BASE_OPTIONS`)."""
+    return set(MODELS[model].options)
+
+
+def resolve_options(model: str, options: dict, epochs: int | None = None) -> dict:
+    """Every option of a run of ``model``: defaults, the model's own, the user's, then the
+    options the model fixes."""
+    opts = {**BASE_OPTIONS, **MODELS[model].options, **options}
+    if epochs is not None:
+        opts["epochs"] = int(epochs)
+    return {**opts, **FIXED_OPTIONS.get(model, {})}
+
+
+# -- WARP and WARP-Phys ------------------------------------------------------------------------
+def _build_warp(dim, system, opts):
+    root = MLPRoot(dim, width=opts["width"], depth=opts["depth"])
+    return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
+                diff=opts["diff"], a_init=opts["a_init"])
+
+
+_build_warp.options = {"diff": "input", "a_init": "identity"}
+
+
+def _build_warp_phys(dim, system, opts):
+    if system is None:
+        raise RunError(
+            "warp-phys needs the system's equations: pass --system NAME (or a file whose "
+            "'system' key names one), or use --model warp"
+        )
+    kind = opts.get("root", "auto")
+    if kind == "auto":
+        kind = "closed_form" if hasattr(system, "generator_matrix") else "ode"
+    if kind not in physics_root_names():
+        raise RunError(f"unknown physics root {kind!r}; choose one of "
+                       f"{sorted(physics_root_names())} or auto")
+    kw = {"width": opts["width"], "depth": opts["depth"]}
+    if kind in ("ode", "hybrid"):
+        kw["substeps"] = opts.get("substeps", "auto")
+    root = ROOTS[kind](system.name, **kw)
+    a_init = opts["a_init"] if opts["transition"] == "dense" else "identity"  # filter bank: dense
+    return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
+                diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"])
+
+
+_build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
+                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.0,
+                            "freeze_params": False}
+
+register_model("warp", _build_warp, WARP)
+register_model("warp-phys", _build_warp_phys)
