@@ -12,7 +12,7 @@ Vector fields and invariants are written once and work on both torch tensors and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -113,6 +113,9 @@ class System:
     # models that step the known physics keep their states above it
     state_low: tuple[float, ...] | None = None
     doc: str = ""
+    #: linear systems (dx/dt = M(params) x) implement :meth:`generator_matrix`, so that models
+    #: can propagate them exactly
+    linear: ClassVar[bool] = False
 
     # -- description ----------------------------------------------------------------------
     @property

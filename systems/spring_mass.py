@@ -19,6 +19,8 @@ MSD_TEST = {"m": (0.01, 0.05), "k": (2.0, 18.0), "c": (0.01, 0.3)}
 
 
 class SpringMass(System):
+    linear = True
+
     def vector_field(self, t, x, params):
         pos, vel = x[..., 0], x[..., 1]
         m, k, c = params[..., 0], params[..., 1], params[..., 2]

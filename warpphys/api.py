@@ -220,8 +220,7 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     x_tr, t_tr = _tensors(train, dev)
     net.normalizer.fit(x_tr)
     net.window.fill_(info["window"])
-    if hasattr(net, "fit_data_scales"):
-        net.fit_data_scales(train, sys_)
+    net.fit_data_scales(train, sys_)
     net.to(dev)
     cfg = TrainConfig(
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
@@ -241,7 +240,7 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     if resume_state is not None:
         trainer.restore(resume_state)
     params_tr = None
-    if sys_ is not None and getattr(net, "has_params", False):
+    if sys_ is not None and net.has_params:
         p = train.system_params(sys_)
         params_tr = None if p is None else torch.as_tensor(p, dtype=torch.float32, device=dev)
     xn_tr = net.normalizer.encode(x_tr)

@@ -15,6 +15,7 @@ import systems
 from warpphys import checkpoint, metrics
 from warpphys.data import DataError, Trajectories
 from warpphys.errors import RunError
+from warpphys.interface import Model
 from warpphys.registry import MODEL_CLASSES
 from warpphys.rundir import METRICS_FILE, MODEL_FILE, jsonable
 
@@ -49,7 +50,7 @@ class FittedModel:
         run_dir: where it was loaded from or saved to.
     """
 
-    model: torch.nn.Module
+    model: Model
     info: dict
     metrics: dict = field(default_factory=dict)
     run_dir: Path | None = None
@@ -174,7 +175,7 @@ class FittedModel:
         K = self.context if context is None else int(context)
         self._check(traj, K)
         m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
-        if getattr(self.model, "has_params", False):
+        if self.model.has_params:
             refined = self.refine(traj, K)
             m.update(self.param_metrics(traj, K, params, refined[0]))
             ref, _, _ = self.score_rollout(traj, self.predict_refined(traj, K, refined=refined),

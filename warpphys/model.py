@@ -13,35 +13,12 @@ training data and saved with it): users pass and receive physical units.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from warpphys.interface import Model, Normalizer, Output  # noqa: F401  (Normalizer re-exported)
 from warpphys.roots import Root, build_root
-
-
-class Normalizer(nn.Module):
-    """Per-state affine normalisation ``(x - mean) / std``, fitted on training data."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> Normalizer:
-        """x: (N, T, d) physical states."""
-        flat = x.reshape(-1, x.shape[-1]).to(self.mean)
-        self.mean.copy_(flat.mean(0))
-        self.std.copy_(flat.std(0).clamp_min(1e-8))
-        return self
-
-    def encode(self, x):
-        return (x - self.mean) / self.std
-
-    def decode(self, z):
-        return z * self.std + self.mean
 
 
 def spectral_init(size: int) -> torch.Tensor:
@@ -99,18 +76,7 @@ class Transition(nn.Module):
         return torch.eye(self.size, device=self.U.device) + self.U @ self.V.t()
 
 
-@dataclass
-class Output:
-    """Predictions of a run: ``mean (B, T-1, d)`` of x_1..x_{T-1} (normalised units),
-    ``log_std`` (same shape, or None), and optionally ``theta (B, T-1, D)``, the weights that
-    made each prediction."""
-
-    mean: torch.Tensor
-    log_std: torch.Tensor | None = None
-    theta: torch.Tensor | None = None
-
-
-class WARP(nn.Module):
+class WARP(Model):
     """A weight-space linear RNN.
 
     Args:
@@ -134,7 +100,7 @@ class WARP(nn.Module):
     def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
                  transition: str = "dense", rank: int = 8, diff: str = "input",
                  a_init: str = "identity", freeze_params: bool = False):
-        super().__init__()
+        super().__init__(dim)
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
         self.dim, self.root, self.diff = dim, root, diff
@@ -143,8 +109,6 @@ class WARP(nn.Module):
         self.freeze_params = bool(freeze_params)
         self.hyper_width, self.use_hypernet = hyper_width, hypernet
         D = root.num_weights
-        self.normalizer = Normalizer(dim)
-        self.register_buffer("window", torch.ones(()))  # training time span, for tau
         self.transition = Transition(D, transition, rank, a_init)
         self.B = nn.Parameter(torch.zeros(D, dim))
         theta_init = root.initial_weights()
@@ -185,10 +149,6 @@ class WARP(nn.Module):
             return self.hypernet(x0n)
         return self.theta_init.expand(x0n.shape[0], -1)
 
-    def tau(self, t: torch.Tensor) -> torch.Tensor:
-        """Normalised time (T,): 0 at the first sample, 1 at the end of the training window."""
-        return (t - t[0]) / self.window
-
     def _root(self, theta, tau, x_prev, dt, **kw):
         return self.root(theta, tau, x_prev, dt, self.normalizer, **kw)
 
@@ -209,10 +169,7 @@ class WARP(nn.Module):
             Output with ``mean (B, T-1, d)``: predictions of steps 1..T-1.
         """
         T = t.shape[0]
-        if not 1 <= context <= xn.shape[1]:
-            raise ValueError(f"context must be between 1 and {xn.shape[1]}, got {context}")
-        if p_forcing > 0 and xn.shape[1] < T:
-            raise ValueError("scheduled sampling needs the true states of every step")
+        self._check_run(xn, t, context, p_forcing)
         tau, dt = self.tau(t), t[1:] - t[:-1]
         B = xn.shape[0]
         theta = self.theta0(xn[:, 0])
@@ -221,8 +178,7 @@ class WARP(nn.Module):
         prev_est = x_in
         means, stds, thetas = [], [], []
         if p_forcing > 0:
-            gdev = xn.device if generator is None else generator.device  # Trainer's: CPU
-            force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device) < p_forcing
+            force = self.forcing_mask(B, T, p_forcing, generator, xn.device)
         frozen = None
         for s in range(T - 1):
             kw = {}
@@ -309,20 +265,6 @@ class WARP(nn.Module):
         theta = out.theta[:, -1]
         est = self.root.params(theta, self.tau(t_ext)[K].expand(B), xn[:, K - 1])
         return (est, theta) if return_theta else est
-
-    @torch.no_grad()
-    def rollout(self, x: torch.Tensor, t: torch.Tensor, context: int,
-                keep_theta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Inference in physical units: feed ``context`` true steps of ``x (B, >=K, d)``, then
-        roll out to every time in ``t (K+H,)``, also past the training window (tau > 1).
-
-        Returns ``(x_hat (B, K+H, d), theta (B, K+H-1, D) or None)``; the first K rows of
-        ``x_hat`` are the given context.
-        """
-        xn = self.normalizer.encode(x[:, :context])
-        out = self.run(xn, t, context=context, keep_theta=keep_theta)
-        pred = self.normalizer.decode(out.mean[:, context - 1:])
-        return torch.cat([x[:, :context], pred], 1), out.theta
 
     # -- training -------------------------------------------------------------------------------
     def training_loss(self, xn, t, *, context, p_forcing=1.0, generator=None, params=None,

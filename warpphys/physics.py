@@ -217,7 +217,7 @@ class ClosedFormRoot(PhysicsRoot):
 
     def __init__(self, system: str, **kw):
         super().__init__(system, **kw)
-        if not hasattr(self.system, "generator_matrix"):
+        if not self.system.linear:
             raise ValueError(
                 f"system {system!r} is not linear (no generator_matrix); use the ODE root"
             )

@@ -86,7 +86,7 @@ def _build_warp_phys(dim, system, opts):
         )
     kind = opts.get("root", "auto")
     if kind == "auto":
-        kind = "closed_form" if hasattr(system, "generator_matrix") else "ode"
+        kind = "closed_form" if system.linear else "ode"
     if kind not in physics_root_names():
         raise RunError(f"unknown physics root {kind!r}; choose one of "
                        f"{sorted(physics_root_names())} or auto")

@@ -40,7 +40,7 @@ def write_figures(fitted, test: Trajectories, out: Path, history: dict | None = 
             t, sys_.invariant(show.x, p), sys_.invariant(x_hat, p), context=K,
             window_end=window_end, name=sys_.invariant_name, n=n_show,
             path=out / "invariant.png")
-        if getattr(fitted.model, "has_params", False):
+        if fitted.model.has_params:
             est = fitted.recover_params(test, K)
             plots.plot_param_recovery(
                 sys_.identifiable(params), sys_.identifiable(est),

@@ -204,7 +204,7 @@ def score(fitted: api.FittedModel, inputs: Trajectories, truth: Trajectories,
     for key in ("param_rel_error", "test_mse_refined", "ood_mse_refined",
                 "param_rel_error_refined", "refine_seconds"):
         out[key] = None
-    if not getattr(fitted.model, "has_params", False):
+    if not fitted.model.has_params:
         return out
     t0 = time.perf_counter()
     refined = fitted.refine(inputs, context)

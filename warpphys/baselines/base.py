@@ -1,15 +1,8 @@
-"""The interface every baseline shares with WARP, implemented once.
-
-A baseline is an ``nn.Module`` with ``dim``, a :class:`~warpphys.model.Normalizer`
-``normalizer`` and a ``window`` buffer (the training time span, for the normalised time
-``tau = (t - t[0]) / window``), so that :class:`~warpphys.train.Trainer` and
-:class:`~warpphys.api.FittedModel` run it exactly as they run WARP:
-
-* ``run(xn, t, *, context, p_forcing, generator, keep_theta) -> Output``: autoregressive run in
-  normalised units, ``Output.mean (B, T-1, d)`` the predictions of steps 1..T-1;
-* ``training_loss(xn, t, *, context, p_forcing, generator, params, mode, param_weight)``;
-* ``rollout(x, t, context, keep_theta)``: inference in physical units;
-* ``config()`` / ``from_config(config)``: plain-data constructor arguments, for checkpoints.
+"""The common part of the baselines, on the interface they share with WARP
+(:class:`warpphys.interface.Model`: normaliser, ``window``, ``tau``, rollout, run checks), so
+that :class:`~warpphys.train.Trainer` and :class:`~warpphys.fitted.FittedModel` run a baseline
+exactly as they run WARP. :class:`Baseline` adds plain-data configuration (``hparams``) and the
+mean-squared-error training loss.
 
 :class:`StepBaseline` adds WARP's autoregressive scheme for sequence models: the input of step s
 is ``(tau_{s+1}, x_s)``; the model predicts the residual ``x_{s+1} - x_s`` (normalised units). The
@@ -24,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from warpphys.model import Normalizer, Output
+from warpphys.interface import Model, Output
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -32,7 +25,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class Baseline(nn.Module):
+class Baseline(Model):
     """Common part of the baselines: normalisation, time, rollout, loss and configuration.
 
     Subclasses call ``super().__init__(dim, **hparams)`` with every constructor argument other
@@ -43,11 +36,8 @@ class Baseline(nn.Module):
     has_params = False
 
     def __init__(self, dim: int, **hparams):
-        super().__init__()
-        self.dim = int(dim)
+        super().__init__(dim)
         self.hparams = dict(hparams)
-        self.normalizer = Normalizer(self.dim)
-        self.register_buffer("window", torch.ones(()))  # training time span, for tau
 
     # -- configuration ----------------------------------------------------------------------
     def config(self) -> dict:
@@ -60,18 +50,6 @@ class Baseline(nn.Module):
     @property
     def n_params(self) -> int:
         return count_parameters(self)
-
-    # -- time -------------------------------------------------------------------------------
-    def tau(self, t: torch.Tensor) -> torch.Tensor:
-        """Normalised time (T,): 0 at the first sample, 1 at the end of the training window."""
-        return (t - t[0]) / self.window
-
-    @staticmethod
-    def _check_run(xn: torch.Tensor, t: torch.Tensor, context: int, p_forcing: float) -> None:
-        if not 1 <= context <= xn.shape[1]:
-            raise ValueError(f"context must be between 1 and {xn.shape[1]}, got {context}")
-        if p_forcing > 0 and xn.shape[1] < t.shape[0]:
-            raise ValueError("scheduled sampling needs the true states of every step")
 
     # -- the interface ----------------------------------------------------------------------
     def run(self, xn: torch.Tensor, t: torch.Tensor, *, context: int, p_forcing: float = 0.0,
@@ -89,17 +67,6 @@ class Baseline(nn.Module):
             ``(B, T-1, H)`` hidden states.
         """
         raise NotImplementedError
-
-    @torch.no_grad()
-    def rollout(self, x: torch.Tensor, t: torch.Tensor, context: int,
-                keep_theta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Inference in physical units: feed ``context`` true steps of ``x (B, >=K, d)``, then
-        roll out to every time in ``t (K+H,)``. Returns ``(x_hat (B, K+H, d), hidden states
-        (B, K+H-1, H) or None)``; the first K rows of ``x_hat`` are the given context."""
-        xn = self.normalizer.encode(x[:, :context])
-        out = self.run(xn, t, context=context, keep_theta=keep_theta)
-        pred = self.normalizer.decode(out.mean[:, context - 1:])
-        return torch.cat([x[:, :context], pred], 1), out.theta
 
     def training_loss(self, xn, t, *, context, p_forcing=1.0, generator=None, params=None,
                       mode="autoregressive", param_weight=1.0) -> dict:
@@ -147,9 +114,7 @@ class StepBaseline(Baseline):
             xs = xn.unbind(1)
             force = None
             if p_forcing > 0:
-                gdev = xn.device if generator is None else generator.device  # CPU or not
-                force = torch.rand(B, T, generator=generator, device=gdev).to(xn.device)
-                force = force < p_forcing
+                force = self.forcing_mask(B, T, p_forcing, generator, xn.device)
             steps = []
             for s in range(P, T - 1):
                 x_in = mean if force is None else torch.where(force[:, s, None], xs[s], mean)
