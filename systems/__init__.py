@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._base import Box, Param, Protocol, System
+from ._base import Box, Param, Protocol, System, SystemInputError, UnknownNameError
 from ._presets import LV, MSD, MSD_ZERO, PRESETS
 from ._simulate import simulate, simulate_scipy
 from .lotka_volterra import LOTKA_VOLTERRA
@@ -49,7 +49,7 @@ def get_system(name: str) -> System:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown system {name!r}; choose one of: {', '.join(names())}"
         ) from None
 
@@ -58,16 +58,18 @@ def get_protocol(system: str | None = None, preset: str | None = None) -> Protoc
     """A preset by name, else the system's default protocol."""
     if preset is not None:
         if preset not in PRESETS:
-            raise KeyError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+            raise UnknownNameError(
+                f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}"
+            )
         proto = PRESETS[preset]
         if system is not None and proto.system != system:
-            raise ValueError(
+            raise SystemInputError(
                 f"preset {preset!r} is for system {proto.system!r}, not {system!r}; "
                 f"drop --system or pick a preset of {system!r}"
             )
         return proto
     if system is None:
-        raise ValueError("name a system or a preset")
+        raise SystemInputError("name a system or a preset")
     return get_system(system).default
 
 
@@ -130,7 +132,7 @@ def sample(
     sys_ = get_system(proto.system)
     n = proto.default_n(split) if n is None else n
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"the number of trajectories must be a positive integer, got {n!r}")
+        raise SystemInputError(f"the number of trajectories must be a positive integer, got {n!r}")
     n = int(n)
     chosen = dict(proto.ranges(split))
     if ranges:
@@ -147,6 +149,7 @@ def sample(
 
 
 __all__ = [
+    "SystemInputError", "UnknownNameError",
     "Box", "LV", "MSD", "MSD_ZERO", "PRESETS", "Param", "Protocol", "SPLITS", "Simulation",
     "System", "get_protocol", "get_system", "names", "register", "sample", "sample_params",
     "simulate", "simulate_scipy", "split_seed",

@@ -23,6 +23,16 @@ def xp(a: Any):
     return torch if isinstance(a, torch.Tensor) else np
 
 
+class SystemInputError(ValueError):
+    """An invalid input to a system (parameters, ranges, split, number of trajectories); the
+    message says which rule it breaks."""
+
+
+class UnknownNameError(SystemInputError, KeyError):
+    """A system, preset or parameter name that is not registered; the message lists the known
+    ones."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One physical parameter.
@@ -82,7 +92,7 @@ class Protocol:
 
     def ranges(self, split: str) -> dict[str, tuple[float, float]]:
         if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}: use 'train', 'val' or 'test'")
+            raise SystemInputError(f"unknown split {split!r}: use 'train', 'val' or 'test'")
         return self.test_ranges if split == "test" else self.train_ranges
 
     def times(self, split: str, dtype=torch.float64) -> torch.Tensor:
@@ -134,7 +144,9 @@ class System:
         for p in self.params:
             if p.name == name:
                 return p
-        raise KeyError(f"{self.name} has no parameter {name!r}; its parameters: {self.param_names}")
+        raise UnknownNameError(
+            f"{self.name} has no parameter {name!r}; its parameters: {self.param_names}"
+        )
 
     # -- physics (override) ---------------------------------------------------------------
     def vector_field(self, t, x, params):
@@ -170,17 +182,17 @@ class System:
         else:
             a = np.asarray(params)
         if a.ndim != 2 or a.shape[1] != self.n_params:
-            raise ValueError(
+            raise SystemInputError(
                 f"{self.name} parameters must have shape (N, {self.n_params}) for "
                 f"{list(self.param_names)}, got {tuple(a.shape)}"
             )
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{self.name} parameters contain NaN or infinite values")
+            raise SystemInputError(f"{self.name} parameters contain NaN or infinite values")
         for j, p in enumerate(self.params):
             bad = a[:, j] <= p.minimum if p.strict else a[:, j] < p.minimum
             if np.any(bad):
                 rel = ">" if p.strict else ">="
-                raise ValueError(
+                raise SystemInputError(
                     f"{self.name} parameter {p.name!r} must be {rel} {p.minimum} "
                     f"(got {a[bad, j].min():.4g}); physical parameters cannot be negative"
                 )
@@ -191,11 +203,13 @@ class System:
         for name, (lo, hi) in ranges.items():
             p = self.param(name)
             if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise ValueError(f"range of {name!r} must be finite numbers, got ({lo}, {hi})")
+                raise SystemInputError(
+                    f"range of {name!r} must be finite numbers, got ({lo}, {hi})"
+                )
             if lo > hi:
-                raise ValueError(f"range of {name!r} is empty: low {lo} > high {hi}")
+                raise SystemInputError(f"range of {name!r} is empty: low {lo} > high {hi}")
             if lo < p.minimum or (p.strict and lo <= p.minimum):
-                raise ValueError(
+                raise SystemInputError(
                     f"range of {self.name} parameter {name!r} starts at {lo}, below its physical "
                     f"minimum {p.minimum}; choose a range of non-negative (positive) values"
                 )

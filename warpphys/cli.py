@@ -7,6 +7,11 @@ import json
 import sys
 import warnings
 
+import systems
+from warpphys import registry
+from warpphys.errors import WarpphysError
+from warpphys.roots import physics_root_names
+
 EXIT_USAGE = 2
 
 
@@ -32,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="simulate trajectories of a system to an .npz file")
-    s.add_argument("--system", help="pendulum, lotka_volterra or spring_mass")
-    s.add_argument("--preset", help="a paper protocol: msd, msd-zero or lv")
+    s.add_argument("--system", help=f"one of: {', '.join(systems.names())}")
+    s.add_argument("--preset", help=f"a paper protocol: {', '.join(systems.PRESETS)}")
     s.add_argument("--n", type=_positive_int, help="number of trajectories (default: protocol's)")
     s.add_argument(
         "--split", choices=["train", "val", "test"], default="train",
@@ -53,9 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
     src = f.add_argument_group("data (one of, or both: --data with known physics)")
-    src.add_argument("--system", help="a registered system; alone, data are simulated")
+    src.add_argument("--system", help=f"one of: {', '.join(systems.names())}; alone, data are "
+                                      "simulated")
     src.add_argument("--data", help="an .npz trajectory file (split 80/10/10)")
-    f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline")
+    f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline: "
+                                   f"{', '.join(sorted(registry.MODELS))}")
     f.add_argument("--epochs", type=_positive_int)
     f.add_argument("--context", type=_positive_int, help="true steps fed before rolling out")
     f.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -75,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
                    help="arithmetic of the training steps: fp32 (default), tf32 (CUDA tensor "
                         "cores) or bf16 (autocast); evaluation stays fp32")
-    f.add_argument("--root", choices=["auto", "ode", "closed_form", "hybrid"],
+    f.add_argument("--root", choices=["auto", *physics_root_names()],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
     f.add_argument("--no-figures", action="store_true")
@@ -160,7 +167,6 @@ def _check_out(out: str) -> None:
 
 
 def cmd_simulate(args) -> int:
-    import systems
     from warpphys import data
 
     if args.system is None and args.preset is None:
@@ -253,13 +259,11 @@ def cmd_reproduce(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from warpphys.data import DataError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
-    except (UsageError, DataError, ValueError, KeyError, FileNotFoundError,
+    except (UsageError, WarpphysError, systems.SystemInputError, FileNotFoundError,
             FileExistsError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"warpphys {args.command}: error: {msg}", file=sys.stderr)
