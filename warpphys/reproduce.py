@@ -53,6 +53,7 @@ from warpphys import api
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
+from warpphys.errors import WarpphysError
 from warpphys.rundir import write_text
 
 #: study name -> (system, preset or None, paper dataset name or None)
@@ -144,7 +145,7 @@ SCALES = {
 PUBLIC_SCALES = ("small", "paper")
 
 
-class StudyError(ValueError):
+class StudyError(WarpphysError):
     """A study that cannot run as asked (unknown name, an --out holding another study, ...)."""
 
 
