@@ -174,6 +174,15 @@ class System:
         """Map parameters ``(..., p)`` to their identifiable combinations ``(..., q)``."""
         return params
 
+    def from_identifiable(self, ident, reference):
+        """Parameters ``(..., p)`` whose identifiable combinations are ``ident (..., q)``.
+
+        Where the combinations leave parameters free (spring-mass: only k/m and c/m are fixed
+        by a trajectory), those come from ``reference (p,)`` (e.g. the training data's typical
+        parameters). Systems whose parameters are all identifiable return ``ident``.
+        """
+        return ident
+
     # -- checks ---------------------------------------------------------------------------
     def check_params(self, params) -> None:
         """Refuse physically invalid parameters with a message naming the parameter."""

@@ -57,6 +57,11 @@ class SpringMass(System):
         m = params[..., 0]
         return xp(params).stack([params[..., 1] / m, params[..., 2] / m], -1)
 
+    def from_identifiable(self, ident, reference):
+        """(m, k, c) with the given (k/m, c/m), the mass taken from ``reference``."""
+        m = ident[..., 0] * 0 + reference[..., 0]
+        return xp(ident).stack([m, ident[..., 0] * m, ident[..., 1] * m], -1)
+
 
 SPRING_MASS = SpringMass(
     name="spring_mass",

@@ -243,9 +243,14 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     if sys_ is not None and net.has_params:
         p = train.system_params(sys_)
         params_tr = None if p is None else torch.as_tensor(p, dtype=torch.float32, device=dev)
-    xn_tr = net.normalizer.encode(x_tr)
+    steps = _train_steps(opts, info["context"], t_tr.shape[0])
+    xn_tr, t_tr = net.normalizer.encode(x_tr)[:, :steps], t_tr[:steps]
     x_va, t_va = _tensors(val, dev)
-    hist = trainer.fit(xn_tr, t_tr, net.normalizer.encode(x_va), t_va, params_tr)
+    resample = None
+    if opts.get("fresh_data") and info["protocol"] is not None and params_tr is not None:
+        resample = _fresh_training_data(info, net, sys_, dev, steps)
+    hist = trainer.fit(xn_tr, t_tr, net.normalizer.encode(x_va), t_va, params_tr,
+                       resample=resample)
     if hist.status == "diverged":
         warnings.warn(hist.message, stacklevel=2)
     info = {**info, "fit_seconds": hist.seconds, "status": hist.status,
@@ -265,6 +270,32 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
 
         report.write_figures(fitted, test, run_dir / "figures", history=asdict(hist))
     return fitted
+
+
+def _train_steps(opts: dict, context: int, n_times: int) -> int:
+    """How many leading steps of each training trajectory the training loss sees: all, or with
+    ``train_steps="auto"`` for a read-out head trained in parallel, twice the context (the
+    estimates of contexts from half to twice the default's; the known physics does the rest)."""
+    steps = opts.get("train_steps", 0)
+    if steps == "auto":
+        steps = 2 * context if opts.get("readout") == "head" and opts["mode"] == "parallel" else 0
+    steps = int(steps)
+    return n_times if steps <= 0 else max(min(steps, n_times), context + 1)
+
+
+def _fresh_training_data(info, net, sys_, dev, steps):
+    """``resample(epoch)``: a new simulated training set of the run's size for every epoch,
+    from the run's protocol, seeded by (seed, epoch): normalised states (first ``steps``
+    steps) and parameters."""
+
+    def resample(epoch: int):
+        seed = systems.split_seed(info["seed"], f"fresh/{epoch}") % 2**62
+        tr = simulate_data(info["system"], info["n_train"], "train", seed, method="rk4")
+        x, _ = _tensors(tr, dev)
+        p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
+        return net.normalizer.encode(x[:, :steps]), p
+
+    return resample
 
 
 def _resume(run_dir: Path, *, device, progress, figures, max_seconds) -> FittedModel:

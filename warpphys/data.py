@@ -281,14 +281,16 @@ def check_system(tr: Trajectories, system: str) -> None:
 def simulate(
     system: str | None = None, n: int | None = None, split: str = "train", seed: int = 0, *,
     preset: str | None = None, device: str = "cpu",
-    ranges: dict[str, tuple[float, float]] | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None, method: str = "dopri5",
 ) -> Trajectories:
     """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
 
-    ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges.
+    ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
+    ``method``: the torchdiffeq method (fixed-step "rk4" is faster, to about 1e-8).
     """
     return Trajectories.from_simulation(
-        systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges)
+        systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
+                       method=method)
     )
 
 

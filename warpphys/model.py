@@ -290,7 +290,8 @@ class WARP(Model):
             loss = ((target - out.mean) ** 2).mean()
         logs = {"mse": ((target - out.mean) ** 2).mean().detach()}
         if params is not None and param_weight > 0 and self.root.wants_theta:
-            ploss = self.root.param_loss(out.theta, xn, t, params, self.normalizer, self)
+            ploss = self.root.param_loss(out.theta, xn, t, params, self.normalizer, self,
+                                         context=context)
             if ploss is not None:
                 logs["param_loss"] = ploss.detach()
                 loss = loss + param_weight * ploss

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 from torchdiffeq import odeint
 
 import systems
@@ -39,6 +40,10 @@ def _clip(x, lo, hi):
     return torch.minimum(torch.maximum(x, lo), hi)
 
 
+#: how the physical parameters are read from the weights (see :meth:`PhysicsRoot.params`)
+READOUTS = ("root", "head")
+
+
 class PhysicsRoot(Root):
     """Common part of the physics roots: the parameter MLP and the parameter loss."""
 
@@ -48,39 +53,78 @@ class PhysicsRoot(Root):
     state_bound = 50.0
 
     def __init__(self, system: str, *, width: int = 16, depth: int = 2, log_range: float = 5.0,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", readout: str = "root", state_size: int = 256,
+                 head_width: int = 128, head_depth: int = 2):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown parameter read-out {readout!r}; use one of {READOUTS}")
         self.system_name = system
         self.system = systems.get_system(system)
         self.dim = self.system.dim
         self.width, self.depth, self.log_range = width, depth, log_range
-        self.param_mlp = BatchedMLP([1 + self.dim] + [width] * depth + [self.system.n_params],
-                                    activation)
-        self.num_weights = self.param_mlp.num_weights
+        self.readout = readout
+        q = len(self.system.identifiable_names)
+        if readout == "root":
+            self.param_mlp = BatchedMLP([1 + self.dim] + [width] * depth + [self.system.n_params],
+                                        activation)
+            self.param_weights = self.param_mlp.num_weights
+        else:
+            self.state_size, self.head_width, self.head_depth = state_size, head_width, head_depth
+            self.param_weights = state_size
+            self.theta_norm = nn.LayerNorm(state_size)
+            sizes = [state_size + 1] + [head_width] * head_depth
+            layers = []
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+                layers += [nn.Linear(a, b), nn.GELU()]
+            self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], q))
+            with torch.no_grad():  # every trajectory starts at the data's typical parameters
+                self.head[-1].weight.mul_(0.1)
+                self.head[-1].bias.zero_()
+        self.num_weights = self.param_weights
         self.register_buffer("log_scale", torch.zeros(self.system.n_params))
-        # scale of the identifiable combinations, for the parameter loss
-        self.register_buffer("ident_scale", torch.ones(len(self.system.identifiable_names)))
+        # scale of the identifiable combinations (the parameter loss, the read-out's centre)
+        self.register_buffer("ident_scale", torch.ones(q))
 
     def config(self) -> dict:
-        return {"type": self.kind, "system": self.system_name, "width": self.width,
-                "depth": self.depth, "log_range": self.log_range,
-                "activation": self.param_mlp.activation}
+        cfg = {"type": self.kind, "system": self.system_name, "width": self.width,
+               "depth": self.depth, "log_range": self.log_range, "readout": self.readout}
+        if self.readout == "root":
+            cfg["activation"] = self.param_mlp.activation
+        else:
+            cfg.update(state_size=self.state_size, head_width=self.head_width,
+                       head_depth=self.head_depth)
+        return cfg
 
     def initial_weights(self) -> torch.Tensor:
+        if self.readout == "head":  # a generic starting state of the filter bank
+            return 0.1 * torch.randn(self.state_size)
         # small last layer: every trajectory starts at the data's typical parameters
         return self.param_mlp.initial_weights(last_scale=0.01)
 
     # -- parameters ---------------------------------------------------------------------------
     def params(self, theta, tau, x_prev) -> torch.Tensor:
-        """Physical parameters (B, p) from weights (B, D), tau (B,), normalised x_prev (B, d)."""
-        z = self.param_mlp(theta[..., : self.param_mlp.num_weights],
-                           torch.cat([tau.unsqueeze(-1), x_prev], -1))
+        """Physical parameters (B, p) from weights (B, D), tau (B,), normalised x_prev (B, d).
+
+        ``readout="root"`` (the paper's): the root MLP, evaluated with the weights, maps
+        (tau, x_prev) to the parameters. ``readout="head"``: a trained read-out network (slow
+        weights) maps the normalised weights and tau to the identifiable combinations in log
+        space (e.g. log k/m and log c/m), whatever the previous state; parameters that no
+        trajectory determines (the mass) are the training data's typical values."""
+        if self.readout == "root":
+            z = self.param_mlp(theta[..., : self.param_weights],
+                               torch.cat([tau.unsqueeze(-1), x_prev], -1))
+            z = self.log_range * torch.tanh(z / self.log_range)
+            return torch.exp(self.log_scale + z)
+        h = self.theta_norm(theta[..., : self.param_weights])
+        z = self.head(torch.cat([h, tau.unsqueeze(-1).to(h)], -1))
         z = self.log_range * torch.tanh(z / self.log_range)
-        return torch.exp(self.log_scale + z)
+        ident = self.ident_scale * torch.exp(z)
+        return self.system.from_identifiable(ident, torch.exp(self.log_scale))
 
     @torch.no_grad()
     def set_scales(self, params: np.ndarray) -> None:
-        """Scales from known parameters (N, p): geometric means (positive part)."""
+        """Scales from known parameters (N, p): geometric means (positive part); the
+        identifiable combinations' mean absolute values."""
         p = torch.as_tensor(params, dtype=self.log_scale.dtype)
         pos = p.clamp_min(1e-12)
         self.log_scale.copy_(pos.log().mean(0))
@@ -95,15 +139,26 @@ class PhysicsRoot(Root):
             params = fit_global_params(self.system, train.x, train.t)[None, :]
         self.set_scales(params)
 
-    def param_loss(self, theta, xn, t, params, normalizer, model):
-        """Squared error of the identifiable parameter combinations at every step, relative to
-        their typical size in the training data (robust to zero damping)."""
+    def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
+        """Squared error of the identifiable parameter combinations.
+
+        ``readout="root"``: at every step, relative to their typical size in the training data
+        (robust to zero damping). ``readout="head"``: relative to each trajectory's own value
+        (floored at 5% of the typical size, for dampings near zero), from half the context on:
+        the estimates that a context of that length or longer would give."""
         B, S, D = theta.shape
-        tau = model.tau(t)[1:S + 1].expand(B, -1)
-        est = self.params(theta.reshape(-1, D), tau.reshape(-1), xn[:, :S].reshape(-1, self.dim))
+        first = 0 if self.readout == "root" or context is None else max(context // 2 - 1, 0)
+        theta = theta[:, first:]
+        S = theta.shape[1]
+        tau = model.tau(t)[first + 1:first + S + 1].expand(B, -1)
+        x_prev = xn[:, first:first + S]
+        est = self.params(theta.reshape(-1, D), tau.reshape(-1), x_prev.reshape(-1, self.dim))
         ident_est = self.system.identifiable(est).view(B, S, -1)
         ident_true = self.system.identifiable(params)[:, None, :]
-        return (((ident_est - ident_true) / self.ident_scale) ** 2).mean()
+        if self.readout == "root":
+            return (((ident_est - ident_true) / self.ident_scale) ** 2).mean()
+        floor = 0.05 * self.ident_scale
+        return (((ident_est - ident_true) / (ident_true.abs() + floor)) ** 2).mean()
 
     # -- stepping -------------------------------------------------------------------------------
     def advance(self, x, params, dt, theta, bounds=None):
@@ -241,7 +296,7 @@ class HybridRoot(ODERoot):
         super().__init__(system, **kw)
         self.correction_width = correction_width
         self.correction = BatchedMLP([self.dim, correction_width, self.dim], "tanh")
-        self.num_weights = self.param_mlp.num_weights + self.correction.num_weights
+        self.num_weights = self.param_weights + self.correction.num_weights
         self.register_buffer("x_mean", torch.zeros(self.dim))
         self.register_buffer("x_scale", torch.ones(self.dim))
         self.register_buffer("rate_scale", torch.ones(self.dim))
@@ -267,7 +322,7 @@ class HybridRoot(ODERoot):
 
     def vector_field(self, x, params, theta):
         known = self.system.vector_field(None, x, params)
-        w = theta[..., self.param_mlp.num_weights:]
+        w = theta[..., self.param_weights:]
         return known + self.rate_scale * self.correction(w, (x - self.x_mean) / self.x_scale)
 
 

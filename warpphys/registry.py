@@ -90,7 +90,9 @@ def _build_warp_phys(dim, system, opts):
     if kind not in physics_root_names():
         raise RunError(f"unknown physics root {kind!r}; choose one of "
                        f"{sorted(physics_root_names())} or auto")
-    kw = {"width": opts["width"], "depth": opts["depth"]}
+    kw = {"width": opts["width"], "depth": opts["depth"], "readout": opts["readout"]}
+    if opts["readout"] == "head":
+        kw.update(state_size=opts["state_size"], head_width=opts["head_width"])
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
@@ -99,9 +101,16 @@ def _build_warp_phys(dim, system, opts):
                 diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"])
 
 
-_build_warp_phys.options = {"root": "auto", "substeps": "auto", "param_weight": 1.0,
-                            "diff": "input", "a_init": "spectral", "parallel_warmup": 0.0,
-                            "freeze_params": False}
+_build_warp_phys.options = {
+    "root": "auto", "substeps": "auto", "param_weight": 1.0, "diff": "input",
+    "a_init": "spectral", "parallel_warmup": 0.0,
+    # the parameter read-out (see physics.PhysicsRoot.params): a trained network on the weights,
+    # read at the end of the context and held for the rollout; trained teacher-forced (the
+    # recurrence in parallel) with A fixed at its spectral filter bank, on fresh simulated
+    # trajectories every epoch when the system's simulator made the data
+    "readout": "head", "state_size": 256, "head_width": 128, "freeze_params": True,
+    "mode": "parallel", "lr_transition": 0.0, "fresh_data": True, "train_steps": "auto",
+}
 
 register_model("warp", _build_warp, WARP)
 register_model("warp-phys", _build_warp_phys)

@@ -38,7 +38,7 @@ class Root(nn.Module):
     #: whether training needs the weights theta of every step (physics roots' parameter loss)
     wants_theta: bool = False
 
-    def param_loss(self, theta, xn, t, params, normalizer, model):
+    def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
         """Auxiliary loss on known physical parameters (physics roots); None for others."""
         return None
 

@@ -145,12 +145,17 @@ def autocast(precision: str, device_type: str):
 
 
 def _param_groups(model, cfg: TrainConfig):
+    """Adam's groups: A at ``lr * lr_transition``, the rest at ``lr``; with ``lr_transition``
+    0, A is frozen at its initial value (e.g. a spectral filter bank)."""
     slow, rest = [], []
     for name, p in model.named_parameters():
         (slow if name.startswith("transition.") else rest).append(p)
     groups = [{"params": rest, "lr": cfg.lr}]
-    if slow:
+    if slow and cfg.lr_transition > 0:
         groups.append({"params": slow, "lr": cfg.lr * cfg.lr_transition})
+    elif slow:
+        for p in slow:
+            p.requires_grad_(False)
     return groups
 
 
@@ -276,8 +281,14 @@ class Trainer:
         return total / max(count, 1)
 
     # -- loop -------------------------------------------------------------------------------
-    def fit(self, xn_train, t_train, xn_val, t_val, params_train=None) -> History:
-        """Train; on return the model holds the best validated weights."""
+    def fit(self, xn_train, t_train, xn_val, t_val, params_train=None,
+            resample=None) -> History:
+        """Train; on return the model holds the best validated weights.
+
+        ``resample(epoch) -> (xn_train, params_train)``: fresh training data for each epoch
+        (e.g. newly simulated trajectories of a known system, so that the parameter read-out
+        never sees the same parameters twice); deterministic in ``epoch``, so that a resumed
+        run sees the same data."""
         cfg, model = self.cfg, self.model
         n = xn_train.shape[0]
         steps = math.ceil(n / cfg.batch_size)
@@ -288,6 +299,8 @@ class Trainer:
         good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
             for epoch in bar:
+                if resample is not None and epoch > 0:
+                    xn_train, params_train = resample(epoch)
                 model.train()
                 pf = cfg.p_forcing(epoch)
                 mode = "parallel" if epoch < cfg.parallel_warmup * cfg.epochs else cfg.mode
