@@ -282,15 +282,16 @@ def simulate(
     system: str | None = None, n: int | None = None, split: str = "train", seed: int = 0, *,
     preset: str | None = None, device: str = "cpu",
     ranges: dict[str, tuple[float, float]] | None = None, method: str = "dopri5",
+    step_size: float | None = None, dtype: torch.dtype = torch.float64,
 ) -> Trajectories:
     """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
 
     ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
-    ``method``: the torchdiffeq method (fixed-step "rk4" is faster, to about 1e-8).
+    ``method``, ``step_size``, ``dtype``: how to integrate (see :func:`systems.sample`).
     """
     return Trajectories.from_simulation(
         systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
-                       method=method)
+                       method=method, step_size=step_size, dtype=dtype)
     )
 
 

@@ -36,11 +36,42 @@ def spectral_init(size: int) -> torch.Tensor:
     return A
 
 
-class Transition(nn.Module):
-    """The state matrix A, dense (default), diagonal, or identity plus low rank.
+def filter_bank(n: int, angle_range: tuple[float, float] = (0.01, 3.0),
+                radii: tuple[float, ...] = (0.999, 0.99, 0.97, 0.9)) -> tuple:
+    """Angles (rad per step) and radii of ``n`` damped rotations: every radius paired with
+    angles log-spaced over ``angle_range``, so that each frequency is watched over several
+    memory lengths (1 / (1 - radius) steps)."""
+    lo, hi = angle_range
+    n_ang = max(1, -(-n // len(radii)))
+    ang = torch.logspace(math.log10(lo), math.log10(hi), n_ang)
+    angles = ang.repeat(len(radii))[:n]
+    rad = torch.tensor(radii).repeat_interleave(n_ang)[:n]
+    return angles, rad
 
-    Every form starts at the identity (so theta does not move until B has learned), except a
-    dense A with ``init="spectral"`` (see :func:`spectral_init`).
+
+def data_angle_range(xn: torch.Tensor, t: torch.Tensor) -> tuple[float, float]:
+    """The range of frequencies (rad per sample step) that the states ``xn (N, T, d)`` move at,
+    widened 3x on either side: the dominant frequency of each trajectory (periodogram of every
+    state, summed) between its 2% and 98% quantiles over trajectories; the lowest resolvable
+    frequency (one cycle per sequence) at least."""
+    T = xn.shape[1]
+    xc = xn - xn.mean(1, keepdim=True)
+    power = torch.fft.rfft(xc.double(), dim=1).abs().pow(2).sum(-1)  # (N, F)
+    power[:, 0] = 0
+    omega = 2 * math.pi * power.argmax(1).double() / T
+    floor = 2 * math.pi / T
+    lo = max(float(torch.quantile(omega, 0.02)) / 3, floor / 3)
+    hi = min(max(float(torch.quantile(omega, 0.98)), floor) * 3, 3.0)
+    return lo, max(hi, 2 * lo)
+
+
+class Transition(nn.Module):
+    """The state matrix A: dense (default), diagonal, identity plus low rank, or a fixed bank of
+    damped rotations ("spectral": not trained; O(D) per step, its frequencies set from the
+    training data by :meth:`tune_to`).
+
+    Every trained form starts at the identity (so theta does not move until B has learned),
+    except a dense A with ``init="spectral"`` (see :func:`spectral_init`).
     """
 
     def __init__(self, size: int, kind: str = "dense", rank: int = 8, init: str = "identity"):
@@ -48,9 +79,13 @@ class Transition(nn.Module):
         self.kind, self.size, self.rank, self.init = kind, size, rank, init
         if init not in ("identity", "spectral"):
             raise ValueError(f"unknown init {init!r} of A; use identity or spectral")
-        if init == "spectral" and kind != "dense":
+        if init == "spectral" and kind not in ("dense", "spectral"):
             raise ValueError("the spectral init of A needs a dense transition")
-        if kind == "dense":
+        if kind == "spectral":
+            angles, radii = filter_bank(size // 2)
+            self.register_buffer("angles", angles)
+            self.register_buffer("radii", radii)
+        elif kind == "dense":
             self.A = nn.Parameter(torch.eye(size) if init == "identity" else spectral_init(size))
         elif kind == "diagonal":
             self.a = nn.Parameter(torch.ones(size))
@@ -58,10 +93,27 @@ class Transition(nn.Module):
             self.U = nn.Parameter(torch.zeros(size, rank))
             self.V = nn.Parameter(torch.randn(size, rank) / size**0.5)
         else:
-            raise ValueError(f"unknown transition {kind!r}; use dense, diagonal or lowrank")
+            raise ValueError(
+                f"unknown transition {kind!r}; use dense, diagonal, lowrank or spectral")
+
+    @torch.no_grad()
+    def tune_to(self, xn: torch.Tensor, t: torch.Tensor) -> None:
+        """Spectral bank only: frequencies over the range the training states move at."""
+        if self.kind == "spectral":
+            angles, radii = filter_bank(self.size // 2, data_angle_range(xn, t))
+            self.angles.copy_(angles)
+            self.radii.copy_(radii)
 
     def step(self, theta: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         """A theta + drive, for theta (B, D) and drive (B, D)."""
+        if self.kind == "spectral":
+            n = self.angles.shape[0]
+            pairs = theta[:, : 2 * n].view(-1, n, 2)
+            c = self.radii * torch.cos(self.angles)
+            s = self.radii * torch.sin(self.angles)
+            a, b = pairs[..., 0], pairs[..., 1]
+            rotated = torch.stack([c * a - s * b, s * a + c * b], -1).view(-1, 2 * n)
+            return drive + torch.cat([rotated, theta[:, 2 * n:]], -1)
         if self.kind == "dense":
             return torch.addmm(drive, theta, self.A.t())
         if self.kind == "diagonal":
@@ -69,6 +121,14 @@ class Transition(nn.Module):
         return drive + theta + (theta @ self.V) @ self.U.t()
 
     def matrix(self) -> torch.Tensor:
+        if self.kind == "spectral":
+            c = self.radii * torch.cos(self.angles)
+            s = self.radii * torch.sin(self.angles)
+            blocks = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+            A = torch.eye(self.size, device=self.angles.device)
+            n = 2 * self.angles.shape[0]
+            A[:n, :n] = torch.block_diag(*blocks)
+            return A
         if self.kind == "dense":
             return self.A
         if self.kind == "diagonal":
@@ -110,7 +170,10 @@ class WARP(Model):
         self.hyper_width, self.use_hypernet = hyper_width, hypernet
         D = root.num_weights
         self.transition = Transition(D, transition, rank, a_init)
-        self.B = nn.Parameter(torch.zeros(D, dim))
+        # B starts at zero (theta still until B has learned), except before a fixed filter bank,
+        # which then sees the inputs from the start
+        B0 = 0.1 * torch.randn(D, dim) if transition == "spectral" else torch.zeros(D, dim)
+        self.B = nn.Parameter(B0)
         theta_init = root.initial_weights()
         if hypernet:
             self.hypernet = nn.Sequential(
@@ -220,13 +283,7 @@ class WARP(Model):
                 f"the parallel mode needs diff='input' (this model uses {self.diff!r})"
             )
         B, T, d = xn.shape
-        drive = ((xn[:, 1:] - xn[:, :-1]) @ self.B.t()).unbind(1)  # T-1 x (B, D)
-        theta = self.theta0(xn[:, 0])
-        thetas = [theta]
-        for s in range(T - 2):
-            theta = self.transition.step(theta, drive[s])
-            thetas.append(theta)
-        th = torch.stack(thetas, 1)  # (B, T-1, D)
+        th = self.teacher_forced_weights(xn)
         tau = self.tau(t)[1:].expand(B, -1)
         dt = (t[1:] - t[:-1]).expand(B, -1)
         mean, log_std = self._root(
@@ -237,6 +294,18 @@ class WARP(Model):
         log_std = None if log_std is None else log_std.view(B, T - 1, d)
         return Output(mean, log_std, th if keep_theta else None)
 
+    def teacher_forced_weights(self, xn: torch.Tensor) -> torch.Tensor:
+        """theta_0 .. theta_{T-2} (B, T-1, D) driven by the true differences of ``xn (B, T, d)``:
+        theta_s is what predicts step s + 1 after the steps 0..s were fed."""
+        T = xn.shape[1]
+        drive = ((xn[:, 1:] - xn[:, :-1]) @ self.B.t()).unbind(1)  # T-1 x (B, D)
+        theta = self.theta0(xn[:, 0])
+        thetas = [theta]
+        for s in range(T - 2):
+            theta = self.transition.step(theta, drive[s])
+            thetas.append(theta)
+        return torch.stack(thetas, 1)
+
     # -- physics roots ----------------------------------------------------------------------------
     @property
     def has_params(self) -> bool:
@@ -244,8 +313,12 @@ class WARP(Model):
         return self.root.has_params
 
     def fit_data_scales(self, train, system) -> None:
-        """Let a physics root take its parameter scales from the training data."""
+        """Let a physics root take its parameter scales from the training data, and a fixed
+        filter bank its frequencies (after the normaliser has been fitted)."""
         self.root.fit_scales(train, float(self.window))
+        x = torch.as_tensor(train.x, dtype=torch.float32)
+        self.transition.tune_to(self.normalizer.encode(x.to(self.normalizer.mean)),
+                                torch.as_tensor(train.t))
 
     @torch.no_grad()
     def recover_params(self, x: torch.Tensor, t: torch.Tensor, context: int,
@@ -273,8 +346,17 @@ class WARP(Model):
 
         Mean squared error of the next-step predictions (Gaussian negative log-likelihood when the
         root predicts a std), plus, for physics roots given true ``params``, the root's parameter
-        loss weighted by ``param_weight``.
+        loss weighted by ``param_weight``. A root with a parameter read-out head, trained in
+        parallel on known parameters, learns from the parameter loss alone: with the physics
+        known, the next-step predictions follow from the parameters (and, without parameters,
+        the next-step errors train it).
         """
+        if (mode == "parallel" and self.root.param_head and params is not None
+                and param_weight > 0):
+            theta = self.teacher_forced_weights(xn)
+            ploss = self.root.param_loss(theta, xn, t, params, self.normalizer, self,
+                                         context=context)
+            return {"loss": param_weight * ploss, "param_loss": ploss.detach()}
         if mode == "parallel":
             out = self.run_parallel(xn, t, keep_theta=self.root.wants_theta)
         elif mode == "autoregressive":

@@ -63,6 +63,7 @@ class PhysicsRoot(Root):
         self.dim = self.system.dim
         self.width, self.depth, self.log_range = width, depth, log_range
         self.readout = readout
+        self.param_head = readout == "head"
         q = len(self.system.identifiable_names)
         if readout == "root":
             self.param_mlp = BatchedMLP([1 + self.dim] + [width] * depth + [self.system.n_params],
@@ -72,7 +73,8 @@ class PhysicsRoot(Root):
             self.state_size, self.head_width, self.head_depth = state_size, head_width, head_depth
             self.param_weights = state_size
             self.theta_norm = nn.LayerNorm(state_size)
-            sizes = [state_size + 1] + [head_width] * head_depth
+            self.power_norm = nn.LayerNorm(state_size // 2)
+            sizes = [state_size + state_size // 2 + 1] + [head_width] * head_depth
             layers = []
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
                 layers += [nn.Linear(a, b), nn.GELU()]
@@ -115,8 +117,13 @@ class PhysicsRoot(Root):
                                torch.cat([tau.unsqueeze(-1), x_prev], -1))
             z = self.log_range * torch.tanh(z / self.log_range)
             return torch.exp(self.log_scale + z)
-        h = self.theta_norm(theta[..., : self.param_weights])
-        z = self.head(torch.cat([h, tau.unsqueeze(-1).to(h)], -1))
+        w = theta[..., : self.param_weights]
+        # log power of each pair of weights: a damped rotation's response magnitude (its
+        # pattern over the filter bank shifts with frequency, whatever the amplitude)
+        pairs = w[..., : 2 * (w.shape[-1] // 2)].unflatten(-1, (-1, 2))
+        power = torch.log(pairs.pow(2).sum(-1) + 1e-6)
+        h = torch.cat([self.theta_norm(w), self.power_norm(power), tau.unsqueeze(-1).to(w)], -1)
+        z = self.head(h)
         z = self.log_range * torch.tanh(z / self.log_range)
         ident = self.ident_scale * torch.exp(z)
         return self.system.from_identifiable(ident, torch.exp(self.log_scale))

@@ -108,7 +108,7 @@ _build_warp_phys.options = {
     # read at the end of the context and held for the rollout; trained teacher-forced (the
     # recurrence in parallel) with A fixed at its spectral filter bank, on fresh simulated
     # trajectories every epoch when the system's simulator made the data
-    "readout": "head", "state_size": 256, "head_width": 128, "freeze_params": True,
+    "readout": "head", "transition": "spectral", "state_size": 256, "head_width": 128, "freeze_params": True,
     "mode": "parallel", "lr_transition": 0.0, "fresh_data": True, "train_steps": "auto",
 }
 

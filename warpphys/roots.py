@@ -37,6 +37,9 @@ class Root(nn.Module):
     probabilistic: bool = False
     #: whether training needs the weights theta of every step (physics roots' parameter loss)
     wants_theta: bool = False
+    #: whether a trained read-out head maps the weights to physical parameters (physics roots
+    #: with ``readout="head"``): such a root trains on the parameter loss when it has one
+    param_head: bool = False
 
     def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
         """Auxiliary loss on known physical parameters (physics roots); None for others."""
