@@ -40,6 +40,23 @@ def _clip(x, lo, hi):
     return torch.minimum(torch.maximum(x, lo), hi)
 
 
+#: the fixed filter bank's layout (model.filter_bank): groups of one radius each, their
+#: angles log-spaced in the same order
+BANK_GROUPS = 4
+CENTROID_SHARPNESS = (1.0, 3.0, 10.0)
+
+
+def _centroids(log_power: torch.Tensor) -> torch.Tensor:
+    """Where each group's power lies along its log-spaced angles (0 at the lowest, 1 at the
+    highest), as power-weighted means at a few sharpnesses: a shift of the spectrum shifts these
+    linearly, so that a read-out built on them extrapolates to frequencies outside training."""
+    n = log_power.shape[-1] // BANK_GROUPS
+    g = log_power[..., : n * BANK_GROUPS].unflatten(-1, (BANK_GROUPS, n))
+    pos = torch.linspace(0, 1, n, device=g.device, dtype=g.dtype)
+    feats = [(torch.softmax(k * g, -1) * pos).sum(-1) for k in CENTROID_SHARPNESS]
+    return torch.cat(feats, -1)
+
+
 #: how the physical parameters are read from the weights (see :meth:`PhysicsRoot.params`)
 READOUTS = ("root", "head")
 
@@ -74,14 +91,18 @@ class PhysicsRoot(Root):
             self.param_weights = state_size
             self.theta_norm = nn.LayerNorm(state_size)
             self.power_norm = nn.LayerNorm(state_size // 2)
-            sizes = [state_size + state_size // 2 + 1] + [head_width] * head_depth
+            n_centroids = len(CENTROID_SHARPNESS) * BANK_GROUPS
+            sizes = [state_size + state_size // 2 + n_centroids + 1] + [head_width] * head_depth
             layers = []
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
                 layers += [nn.Linear(a, b), nn.GELU()]
             self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], q))
+            # a linear path beside the MLP, which carries trends past the training ranges
+            self.head_linear = nn.Linear(sizes[0], q, bias=False)
             with torch.no_grad():  # every trajectory starts at the data's typical parameters
                 self.head[-1].weight.mul_(0.1)
                 self.head[-1].bias.zero_()
+                self.head_linear.weight.zero_()
         self.num_weights = self.param_weights
         self.register_buffer("log_scale", torch.zeros(self.system.n_params))
         # scale of the identifiable combinations (the parameter loss, the read-out's centre)
@@ -122,8 +143,9 @@ class PhysicsRoot(Root):
         # pattern over the filter bank shifts with frequency, whatever the amplitude)
         pairs = w[..., : 2 * (w.shape[-1] // 2)].unflatten(-1, (-1, 2))
         power = torch.log(pairs.pow(2).sum(-1) + 1e-6)
-        h = torch.cat([self.theta_norm(w), self.power_norm(power), tau.unsqueeze(-1).to(w)], -1)
-        z = self.head(h)
+        h = torch.cat([self.theta_norm(w), self.power_norm(power), _centroids(power),
+                       tau.unsqueeze(-1).to(w)], -1)
+        z = self.head(h) + self.head_linear(h)
         z = self.log_range * torch.tanh(z / self.log_range)
         ident = self.ident_scale * torch.exp(z)
         return self.system.from_identifiable(ident, torch.exp(self.log_scale))
