@@ -36,6 +36,10 @@ def spectral_init(size: int) -> torch.Tensor:
     return A
 
 
+#: what the recurrence is driven by the differences of (see :meth:`WARP.lifted`)
+LIFTS = ("none", "quadratic")
+
+
 def filter_bank(n: int, angle_range: tuple[float, float] = (0.01, 3.0),
                 radii: tuple[float, ...] = (0.999, 0.99, 0.97, 0.9)) -> tuple:
     """Angles (rad per step) and radii of ``n`` damped rotations: every radius paired with
@@ -159,7 +163,7 @@ class WARP(Model):
 
     def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
                  transition: str = "dense", rank: int = 8, diff: str = "input",
-                 a_init: str = "identity", freeze_params: bool = False):
+                 a_init: str = "identity", freeze_params: bool = False, lift: str = "none"):
         super().__init__(dim)
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
@@ -172,7 +176,11 @@ class WARP(Model):
         self.transition = Transition(D, transition, rank, a_init)
         # B starts at zero (theta still until B has learned), except before a fixed filter bank,
         # which then sees the inputs from the start
-        B0 = 0.1 * torch.randn(D, dim) if transition == "spectral" else torch.zeros(D, dim)
+        if lift not in LIFTS:
+            raise ValueError(f"unknown lift {lift!r}; use one of {LIFTS}")
+        self.lift = lift
+        n_in = dim + (dim * (dim + 1) // 2 if lift == "quadratic" else 0)
+        B0 = 0.1 * torch.randn(D, n_in) if transition == "spectral" else torch.zeros(D, n_in)
         self.B = nn.Parameter(B0)
         theta_init = root.initial_weights()
         if hypernet:
@@ -197,7 +205,7 @@ class WARP(Model):
         return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
                 "hyper_width": self.hyper_width, "transition": self.transition.kind,
                 "rank": self.transition.rank, "diff": self.diff, "a_init": self.transition.init,
-                "freeze_params": self.freeze_params}
+                "freeze_params": self.freeze_params, "lift": self.lift}
 
     @classmethod
     def from_config(cls, config: dict) -> WARP:
@@ -264,7 +272,7 @@ class WARP(Model):
             else:
                 nxt = mean
             base = {"input": x_in, "prediction": prev_est, "innovation": mean}[self.diff]
-            theta = self.transition.step(theta, (nxt - base) @ self.B.t())
+            theta = self.transition.step(theta, (self.lifted(nxt) - self.lifted(base)) @ self.B.t())
             x_in, prev_est = nxt, mean
         return Output(
             torch.stack(means, 1),
@@ -298,13 +306,23 @@ class WARP(Model):
         """theta_0 .. theta_{T-2} (B, T-1, D) driven by the true differences of ``xn (B, T, d)``:
         theta_s is what predicts step s + 1 after the steps 0..s were fed."""
         T = xn.shape[1]
-        drive = ((xn[:, 1:] - xn[:, :-1]) @ self.B.t()).unbind(1)  # T-1 x (B, D)
+        lx = self.lifted(xn)
+        drive = ((lx[:, 1:] - lx[:, :-1]) @ self.B.t()).unbind(1)  # T-1 x (B, D)
         theta = self.theta0(xn[:, 0])
         thetas = [theta]
         for s in range(T - 2):
             theta = self.transition.step(theta, drive[s])
             thetas.append(theta)
         return torch.stack(thetas, 1)
+
+    def lifted(self, xn: torch.Tensor) -> torch.Tensor:
+        """What the recurrence sees of a (normalised) state ``(..., d)``: the state itself, and
+        with ``lift="quadratic"`` also its quadratic monomials x_i x_j (i <= j), so that theta
+        also filters quadratic quantities such as energies."""
+        if self.lift == "none":
+            return xn
+        i, j = torch.triu_indices(self.dim, self.dim, device=xn.device)
+        return torch.cat([xn, xn[..., i] * xn[..., j]], -1)
 
     # -- physics roots ----------------------------------------------------------------------------
     @property

@@ -98,7 +98,8 @@ def _build_warp_phys(dim, system, opts):
     root = ROOTS[kind](system.name, **kw)
     a_init = opts["a_init"] if opts["transition"] == "dense" else "identity"  # filter bank: dense
     return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
-                diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"])
+                diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"],
+                lift=opts["lift"])
 
 
 _build_warp_phys.options = {
@@ -108,7 +109,7 @@ _build_warp_phys.options = {
     # read at the end of the context and held for the rollout; trained teacher-forced (the
     # recurrence in parallel) with A fixed at its spectral filter bank, on fresh simulated
     # trajectories every epoch when the system's simulator made the data
-    "readout": "head", "transition": "spectral", "state_size": 256, "head_width": 128, "freeze_params": True,
+    "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256, "head_width": 128, "freeze_params": True,
     "mode": "parallel", "lr_transition": 0.0, "fresh_data": True, "train_steps": "auto",
 }
 
