@@ -56,7 +56,7 @@ PENDULUM = Pendulum(
         n_val=64,
         n_test=128,
         test_horizon=2.0,
-        context=24,
+        context=48,
         doc="lightly damped pendulum, amplitudes up to 2.2 rad; test twice as long and OOD",
     ),
     doc=__doc__,

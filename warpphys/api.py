@@ -226,7 +226,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
         context=info["context"], mode=opts["mode"], seed=info["seed"], max_seconds=max_seconds,
         **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end",
-                                "parallel_warmup", "precision") if k in opts},
+                                "parallel_warmup", "precision", "schedule", "patience")
+           if k in opts},
     )
     main = distributed.is_main()  # rank 0 alone writes the run directory
     if resume_state is None:

@@ -107,6 +107,8 @@ class PhysicsRoot(Root):
         self.register_buffer("log_scale", torch.zeros(self.system.n_params))
         # scale of the identifiable combinations (the parameter loss, the read-out's centre)
         self.register_buffer("ident_scale", torch.ones(q))
+        if self.param_head:  # the head's parameter loss is relative to |true value| + this
+            self.register_buffer("ident_floor", 0.05 * torch.ones(q))
 
     def config(self) -> dict:
         cfg = {"type": self.kind, "system": self.system_name, "width": self.width,
@@ -159,6 +161,11 @@ class PhysicsRoot(Root):
         self.log_scale.copy_(pos.log().mean(0))
         ident = self.system.identifiable(p)
         self.ident_scale.copy_(ident.abs().mean(0).clamp_min(1e-12))
+        # 5% of the typical size, or 25% for a combination whose range reaches zero (a
+        # damping): relative errors of values near zero would otherwise swamp the loss
+        if self.param_head:
+            near_zero = ident.abs().min(0).values < 0.05 * self.ident_scale
+            self.ident_floor.copy_(torch.where(near_zero, 0.25, 0.05) * self.ident_scale)
 
     def fit_scales(self, train, window: float) -> None:
         """Parameter scales from training Trajectories: their parameters when the file has
@@ -173,7 +180,8 @@ class PhysicsRoot(Root):
 
         ``readout="root"``: at every step, relative to their typical size in the training data
         (robust to zero damping). ``readout="head"``: relative to each trajectory's own value
-        (floored at 5% of the typical size, for dampings near zero), from half the context on:
+        (plus a floor: 5% of the typical size, 25% for a damping whose range reaches zero),
+        from half the context on:
         the estimates that a context of that length or longer would give."""
         B, S, D = theta.shape
         first = 0 if self.readout == "root" or context is None else max(context // 2 - 1, 0)
@@ -186,8 +194,7 @@ class PhysicsRoot(Root):
         ident_true = self.system.identifiable(params)[:, None, :]
         if self.readout == "root":
             return (((ident_est - ident_true) / self.ident_scale) ** 2).mean()
-        floor = 0.05 * self.ident_scale
-        return (((ident_est - ident_true) / (ident_true.abs() + floor)) ** 2).mean()
+        return (((ident_est - ident_true) / (ident_true.abs() + self.ident_floor)) ** 2).mean()
 
     # -- stepping -------------------------------------------------------------------------------
     def advance(self, x, params, dt, theta, bounds=None):

@@ -105,12 +105,16 @@ def _build_warp_phys(dim, system, opts):
 _build_warp_phys.options = {
     "root": "auto", "substeps": "auto", "param_weight": 1.0, "diff": "input",
     "a_init": "spectral", "parallel_warmup": 0.0,
-    # the parameter read-out (see physics.PhysicsRoot.params): a trained network on the weights,
-    # read at the end of the context and held for the rollout; trained teacher-forced (the
-    # recurrence in parallel) with A fixed at its spectral filter bank, on fresh simulated
-    # trajectories every epoch when the system's simulator made the data
-    "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256, "head_width": 128, "freeze_params": True,
-    "mode": "parallel", "lr_transition": 0.0, "fresh_data": True, "train_steps": "auto",
+    # The parameter read-out (see physics.PhysicsRoot.params): a trained head on the weights,
+    # read at the end of the context and held for the rollout. Its weights theta come from a
+    # fixed bank of damped rotations tuned to the data's frequencies (model.filter_bank). It
+    # trains teacher-forced (the recurrence in parallel) on the parameter loss, over the first
+    # two contexts' worth of steps, on fresh simulated trajectories every epoch when the
+    # system's simulator made the data, with a cosine learning rate and no early stop.
+    "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256,
+    "head_width": 128, "freeze_params": True, "mode": "parallel", "lr_transition": 0.0,
+    "fresh_data": True, "train_steps": "auto", "schedule": "cosine", "patience": 0,
+    "epochs": 80, "batch_size": 64,
 }
 
 register_model("warp", _build_warp, WARP)

@@ -51,7 +51,10 @@ class TrainConfig:
             curriculum: cheap teacher-forced steps, e.g. to learn parameter identification,
             before full rollouts); needs a model with input-difference recurrence.
         val_every: epochs between validations; ``patience``: validations without improvement
-            before early stopping; ``plateau_patience``: validations before the lr is halved.
+            before early stopping (0: never stop early); ``plateau_patience``: validations
+            before the lr is halved.
+        schedule: "plateau" (halve the lr when validation stalls) or "cosine" (decay it to
+            zero over the epochs; for fresh data every epoch, where more steps always help).
         max_seconds: stop (keeping the best weights) after this much training time.
         seed: seeds model initialisation, batching and scheduled sampling.
         precision: arithmetic of the training steps (validation and evaluation stay fp32):
@@ -73,6 +76,7 @@ class TrainConfig:
     val_every: int = 2
     patience: int = 8
     plateau_patience: int = 3
+    schedule: str = "plateau"
     max_seconds: float | None = None
     seed: int = 0
     param_weight: float = 1.0
@@ -182,6 +186,9 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, factor=0.5, patience=cfg.plateau_patience
         )
+        if cfg.schedule not in ("plateau", "cosine"):
+            raise ValueError(f"unknown schedule {cfg.schedule!r}; use plateau or cosine")
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history = History()
         self.start_epoch = 0
@@ -299,6 +306,10 @@ class Trainer:
         good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
             for epoch in bar:
+                if cfg.schedule == "cosine":
+                    scale = 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+                    for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                        group["lr"] = base * scale
                 if resample is not None and epoch > 0:
                     xn_train, params_train = resample(epoch)
                 model.train()
@@ -324,7 +335,8 @@ class Trainer:
                         raise Diverged(f"validation error became {val} at epoch {epoch}")
                     self.history.val_epoch.append(epoch)
                     self.history.val_mse.append(val)
-                    self.sched.step(val)
+                    if cfg.schedule == "plateau":
+                        self.sched.step(val)
                     if val < self.best_val:
                         self.best_val, self.stale = val, 0
                         self.best_state = {k: v.detach().clone()
@@ -336,7 +348,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{total / steps:.3g}", val=f"{val:.3g}",
                                     best=f"{self.best_val:.3g}", pf=f"{pf:.2f}",
                                     lr=f"{self.opt.param_groups[0]['lr']:.1e}")
-                    if self.stale >= cfg.patience:
+                    if cfg.patience and self.stale >= cfg.patience:
                         self.history.status = "early-stopped"
                         self.history.message = f"no validation improvement in {cfg.patience} checks"
                         break

@@ -1,0 +1,122 @@
+"""WARP-Phys's parameter read-out head, its fixed filter bank and fresh training data (float64
+where physics is checked)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import systems
+from warpphys.model import WARP, data_angle_range, filter_bank
+from warpphys.physics import ClosedFormRoot, ODERoot
+
+torch.set_default_dtype(torch.float64)
+
+
+@pytest.mark.parametrize("name", systems.names())
+def test_parameters_rebuilt_from_their_identifiable_combinations_have_those_combinations(name):
+    sys_ = systems.get_system(name)
+    g = torch.Generator().manual_seed(0)
+    p = systems.sample_params(sys_, sys_.default.train_ranges, 16, g)
+    ident = sys_.identifiable(p)
+    rebuilt = sys_.from_identifiable(ident, p.mean(0))
+    torch.testing.assert_close(sys_.identifiable(rebuilt), ident, rtol=1e-12, atol=0)
+    # the rebuilt parameters drive the same physics
+    x = torch.randn(16, sys_.dim, generator=g).abs() + 0.1
+    torch.testing.assert_close(sys_.vector_field(None, x, rebuilt),
+                               sys_.vector_field(None, x, p), rtol=1e-10, atol=1e-12)
+
+
+def test_the_spectral_transition_steps_like_its_matrix():
+    root = ClosedFormRoot("spring_mass", readout="head", state_size=20)
+    m = WARP(2, root, transition="spectral")
+    theta, drive = torch.randn(3, 20), torch.randn(3, 20)
+    A = m.transition.matrix()
+    torch.testing.assert_close(m.transition.step(theta, drive), theta @ A.T + drive,
+                               rtol=1e-12, atol=1e-12)
+    # a damped rotation per pair: eigenvalues of modulus the radii
+    eig = torch.linalg.eigvals(A[:20, :20]).abs().sort().values
+    radii = m.transition.radii.repeat_interleave(2).sort().values
+    torch.testing.assert_close(eig, radii, rtol=1e-10, atol=1e-12)
+    assert not list(m.transition.parameters())  # fixed: nothing to train
+
+
+def test_the_filter_bank_covers_each_radius_over_the_angle_range():
+    angles, radii = filter_bank(64, (0.05, 0.5))
+    assert angles.shape == radii.shape == (64,)
+    for r in radii.unique():
+        a = angles[radii == r]
+        assert math.isclose(float(a.min()), 0.05, rel_tol=1e-6)
+        assert math.isclose(float(a.max()), 0.5, rel_tol=1e-6)
+
+
+def test_the_data_angle_range_brackets_the_frequencies_of_the_data():
+    T = 256
+    t = torch.arange(T, dtype=torch.float64)
+    omegas = torch.linspace(0.1, 0.3, 50)  # rad per step
+    x = torch.stack([torch.sin(omegas[:, None] * t), torch.cos(omegas[:, None] * t)], -1)
+    lo, hi = data_angle_range(x, t)
+    assert lo < 0.1 and hi > 0.3
+    assert lo > 0.1 / 4 and hi < 0.3 * 4  # widened about 3x, not to everything
+
+
+def _head_model(system="spring_mass", lift="none"):
+    torch.manual_seed(0)
+    cls = ClosedFormRoot if systems.get_system(system).linear else ODERoot
+    root = cls(system, readout="head", state_size=32, head_width=16)
+    return WARP(systems.get_system(system).dim, root, transition="spectral", hyper_width=8,
+                freeze_params=True, lift=lift)
+
+
+def test_a_head_trained_on_parameters_learns_from_the_parameter_loss_alone():
+    m = _head_model()
+    x = torch.randn(4, 20, 2)
+    t = torch.linspace(0, 1, 20)
+    p = torch.tensor([[0.03, 10.0, 0.1]]).expand(4, -1)
+    logs = m.training_loss(x, t, context=8, params=p, mode="parallel")
+    assert set(logs) == {"loss", "param_loss"}
+    logs["loss"].backward()
+    head_grads = [q.grad for q in m.root.head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in head_grads)
+    assert m.B.grad is not None and m.B.grad.abs().sum() > 0
+
+
+def test_the_head_reads_the_parameters_once_at_the_end_of_the_context():
+    m = _head_model()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 12, 2, generator=g)
+    t = torch.linspace(0, 1, 24)
+    est = m.recover_params(x, t, 12)
+    a, _ = m.rollout(x, t, 12)
+    # the rollout is the physics with the context-end estimate, from the last context state
+    root = m.root
+    state = x[:, 11]
+    for s in range(12, 24):
+        state = root.advance(state, est, (t[s] - t[s - 1]).expand(3), None)
+        torch.testing.assert_close(a[:, s], state, rtol=1e-9, atol=1e-9)
+
+
+def test_the_quadratic_lift_feeds_the_monomials():
+    m = _head_model(lift="quadratic")
+    x = torch.tensor([[2.0, 3.0]])
+    torch.testing.assert_close(m.lifted(x), torch.tensor([[2.0, 3.0, 4.0, 6.0, 9.0]]))
+    assert m.B.shape == (32, 5)
+
+
+def test_fresh_training_data_are_new_each_epoch_and_the_same_for_the_same_seed():
+    from warpphys import api
+
+    info = {"system": "pendulum", "n_train": 8, "seed": 3, "dt": 0.1}
+    m = _head_model("pendulum")
+    sys_ = systems.get_system("pendulum")
+    a = api._fresh_training_data(info, m, sys_, "cpu", 10)
+    x1, p1 = a(1)
+    x1b, p1b = a(1)
+    x2, p2 = a(2)
+    assert x1.shape == (8, 10, 2) and p1.shape == (8, 2)
+    assert torch.equal(x1, x1b) and torch.equal(p1, p1b)
+    assert not torch.allclose(p1, p2)
+    lo, hi = sys_.default.train_ranges["length"]
+    assert float(p1[:, 0].min()) >= lo and float(p1[:, 0].max()) <= hi
+    assert np.isfinite(x1.numpy()).all()
