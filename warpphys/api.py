@@ -61,9 +61,14 @@ __all__ = [
 
 # -- the fit job ---------------------------------------------------------------------------------
 def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectories, Trajectories]:
-    """Seeded 80/10/10 split of a user's file into train, validation and test trajectories."""
+    """Seeded 80/10/10 split of a user's file into train, validation and test trajectories.
+    A file of fewer than 3 trajectories (one long measurement) is first cut into about 10
+    consecutive windows (:meth:`Trajectories.windows`), with a warning."""
     if traj.n < 3:
-        raise DataError(f"need at least 3 trajectories to train, validate and test; got {traj.n}")
+        n = traj.n
+        traj = traj.windows(-(-10 // n))
+        warnings.warn(f"{n} trajectories are too few to split: cut into {traj.n} windows of "
+                      f"{traj.n_times} steps for training, validation and test", stacklevel=2)
     perm = np.random.default_rng(seed).permutation(traj.n)
     n_val = max(1, traj.n // 10)
     n_test = max(1, traj.n // 10)

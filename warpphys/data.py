@@ -84,6 +84,32 @@ class Trajectories:
             self, x=self.x[index], params=None if self.params is None else self.params[index]
         )
 
+    def windows(self, n_windows: int) -> Trajectories:
+        """Each trajectory cut into ``n_windows`` consecutive windows of ``T // n_windows`` steps
+        (the last ``T mod n_windows`` steps dropped): ``N * n_windows`` trajectories, each
+        window's times shifted to start at ``t[0]`` and its parameters repeated. Valid for the
+        autonomous systems of ``systems`` (time shifts change nothing). Needs regular sampling
+        (the windows must share their sample times) and at least 4 steps per window."""
+        n_windows = int(n_windows)
+        L = self.n_times // n_windows
+        fix = ("store several trajectories sharing one time grid, x of shape (N, T, d) with "
+               "N >= 3")
+        if L < 4:
+            raise DataError(
+                f"{self.n} trajectories of {self.n_times} steps are too few to cut into "
+                f"{n_windows} windows of at least 4 steps; {fix}"
+            )
+        t = self.t[:n_windows * L].reshape(n_windows, L)
+        rel = t - t[:, :1]
+        if not np.allclose(rel, rel[0], rtol=1e-6, atol=1e-9 * abs(self.t[-1] - self.t[0])):
+            raise DataError(
+                f"{self.n} trajectories are too few to split into train, validation and test; "
+                f"cutting them into windows needs regular sampling, but 't' is irregular: {fix}"
+            )
+        x = self.x[:, :n_windows * L].reshape(self.n * n_windows, L, self.dim)
+        params = None if self.params is None else np.repeat(self.params, n_windows, axis=0)
+        return replace(self, t=rel[0] + self.t[0], x=x, params=params)
+
     def system_params(self, system: systems.System) -> np.ndarray | None:
         """``params`` with columns in the system's order, matched by ``param_names``.
 
