@@ -177,3 +177,105 @@ def test_every_model_fits_and_evaluates_every_kind_of_users_file(
     if has_param_error:
         assert np.isfinite(metrics["param_rel_error_refined"])
         assert run.info["param_ranges"]
+
+
+# -- the user's parameter names mapped onto the system's (--param-name FILE_NAME=SYSTEM_NAME) -----
+#: spring_mass's parameters (m, k, c) as a user may call them
+THEIR_NAMES = {"mass": "m", "stiffness": "k", "damping": "c"}
+
+
+@pytest.fixture(scope="module")
+def named_file(tmp_path_factory):
+    """12 spring-mass trajectories of 24 steps, params under the user's names, in another order."""
+    sim = simulate("spring_mass", 12, "train", 0)
+    return Trajectories(t=sim.t[:24], x=sim.x[:, :24], params=sim.params[:, [2, 0, 1]],
+                        param_names=("damping", "mass", "stiffness"),
+                        ).save(tmp_path_factory.mktemp("named") / "mine.npz")
+
+
+def test_loading_with_param_names_matches_the_users_columns_to_the_systems():
+    sys_ = systems.get_system("spring_mass")
+    p = np.array([[0.1, 2.0, 30.0]])
+    tr = Trajectories(t=np.arange(3.0), x=np.zeros((1, 3, 2)), params=p,
+                      param_names=("damping", "mass", "stiffness"))
+    with pytest.warns(UserWarning, match="ignoring params"):
+        assert tr.system_params(sys_) is None
+    mapped = tr.rename_params(THEIR_NAMES, "spring_mass")
+    assert mapped.param_names == ("c", "m", "k")
+    np.testing.assert_array_equal(mapped.system_params(sys_), [[2.0, 30.0, 0.1]])  # (m, k, c)
+    part = tr.rename_params({"mass": "m", "nothing": "k"}, "spring_mass", strict=False)
+    assert part.param_names == ("damping", "m", "stiffness")  # a recorded mapping, another file
+
+
+@pytest.mark.parametrize("mapping, needle", [
+    ({"weight": "m"}, "not in the file's param_names"),
+    ({"mass": "M"}, "not parameters of spring_mass"),
+    ({"mass": "m", "stiffness": "m"}, "two names onto one"),
+    ({"stiffness": "damping"}, "not parameters"),
+])
+def test_a_wrong_param_name_mapping_is_refused_naming_the_rule(named_file, mapping, needle):
+    with pytest.raises(DataError, match=needle):
+        Trajectories.load(named_file, "spring_mass", param_names=mapping)
+
+
+def test_a_mapping_onto_a_name_the_file_already_has_is_refused(tmp_path):
+    tr = Trajectories(t=np.arange(3.0), x=np.zeros((1, 3, 2)), params=np.ones((1, 2)),
+                      param_names=("m", "mass"))
+    with pytest.raises(DataError, match=r"two columns named \['m'\]"):
+        tr.rename_params({"mass": "m"}, "spring_mass")
+
+
+def test_mapped_names_give_parameter_metrics_recorded_for_evaluate_and_resume(named_file,
+                                                                                tmp_path):
+    """Exact identification (classical) on the user's columns: a wrong match would give errors
+    of order one. The mapping is recorded; evaluate and --resume apply it."""
+    kw = dict(data=named_file, system="spring_mass", epochs=1, context=CONTEXT, device="cpu",
+              figures=False, progress=False)
+    plain = api.fit(model="classical", out=tmp_path / "plain", **kw)
+    assert "param_rel_error" not in plain.metrics  # the user's names match nothing
+    run = api.fit(model="classical", out=tmp_path / "mapped", param_names=THEIR_NAMES, **kw)
+    assert run.metrics["param_rel_error"] < 1e-3
+    assert run.info["param_name_map"] == THEIR_NAMES
+    again = api.evaluate(tmp_path / "mapped", named_file)  # the recorded mapping, whole file
+    assert again["param_rel_error"] < 1e-3
+    assert "param_rel_error" not in api.evaluate(tmp_path / "plain", named_file)
+    given = api.evaluate(tmp_path / "plain", named_file, param_names=THEIR_NAMES)
+    assert given["param_rel_error"] < 1e-3
+
+    phys = api.fit(model="warp-phys", out=tmp_path / "phys", param_names=THEIR_NAMES, **kw,
+                   **tiny("warp-phys"))
+    (tmp_path / "phys" / api.METRICS_FILE).unlink()
+    resumed = api.fit(resume=tmp_path / "phys", device="cpu", figures=False, progress=False)
+    assert "param_rel_error" in resumed.metrics
+    assert resumed.metrics["test_mse"] == pytest.approx(phys.metrics["test_mse"], rel=1e-6)
+
+
+def test_param_name_on_the_command_line(named_file, tmp_path, capsys):
+    import json
+
+    from conftest import refused
+
+    from warpphys import cli
+
+    run = tmp_path / "run"
+    base = ["fit", "--data", str(named_file), "--system", "spring_mass", "--model", "classical",
+            "--context", str(CONTEXT), "--quiet", "--no-figures", "--device", "cpu"]
+    pairs = ["--param-name", "mass=m", "--param-name", "stiffness=k", "--param-name", "damping=c"]
+    assert cli.main([*base, *pairs, "--out", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["param_rel_error"] < 1e-3
+    config = json.loads((run / "config.json").read_text())
+    assert config["param_name_map"] == THEIR_NAMES
+    assert cli.main(["evaluate", str(run), "--data", str(named_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["param_rel_error"] < 1e-3
+
+    refused(cli.main([*base, "--param-name", "weight=m", "--out", str(tmp_path / "a")]), capsys,
+            "mine.npz", "'weight'", "not in the file's param_names")
+    refused(cli.main([*base, "--param-name", "mass=M", "--out", str(tmp_path / "b")]), capsys,
+            "not parameters of spring_mass", "'m', 'k', 'c'")
+    refused(cli.main([*base, "--param-name", "mass", "--out", str(tmp_path / "c")]), capsys,
+            "FILE_NAME=SYSTEM_NAME")
+    refused(cli.main(["evaluate", str(run), "--data", str(named_file), "--param-name",
+                      "weight=m"]), capsys, "not in the file's param_names")
+    refused(cli.main(["fit", "--data", str(named_file), "--model", "warp", "--param-name",
+                      "mass=m", "--out", str(tmp_path / "d"), "--quiet"]), capsys, "--system")
+    assert not any((tmp_path / n).exists() for n in "abcd")

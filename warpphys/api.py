@@ -93,6 +93,7 @@ def fit(
     max_seconds: float | None = None,
     figures: bool = True,
     progress: bool = True,
+    param_names: dict[str, str] | None = None,
     **options,
 ) -> FittedModel:
     """Train a model and write a run directory (config.json, model.pt, metrics.json, figures/).
@@ -112,6 +113,9 @@ def fit(
         n_train: number of simulated training trajectories (with ``system`` alone).
         test_data: an .npz file to evaluate on instead of the held-out split.
         max_seconds: training time budget; figures/progress: write figures, show a progress bar.
+        param_names: ``{name in the data file: the system's parameter name}``, for files whose
+            parameter columns carry their own names (recorded in the run's config as
+            ``param_name_map``; ``evaluate`` and ``resume`` apply it).
         **options: model and training options: width, depth, hyper_width, transition
             (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel),
             precision (fp32|tf32|bf16, of the training steps), and model-specific ones.
@@ -127,7 +131,10 @@ def fit(
         raise RunError("name a system with --system or a data file with --data")
     if system is not None and system not in systems.names():
         raise RunError(f"unknown system {system!r}; choose one of: {', '.join(systems.names())}")
-    traj_all = Trajectories.load(data, system=system) if data is not None else None
+    if param_names and data is None:
+        raise RunError("--param-name renames the parameters of a --data file; pass --data FILE")
+    traj_all = (Trajectories.load(data, system=system, param_names=param_names)
+                if data is not None else None)
     if system is None and traj_all is not None and traj_all.system is not None:
         system = traj_all.system
     model = model or default_model(system)
@@ -137,6 +144,8 @@ def fit(
     if unknown:
         raise RunError(f"unknown options {sorted(unknown)} for model {model!r}")
     test_file = Trajectories.load(test_data, system=system) if test_data is not None else None
+    if test_file is not None:
+        test_file = test_file.rename_params(param_names, system, strict=False)
     run_dir = Path(out or default_out(system, data, model))
     check_run_dir(run_dir, force=force)  # created (or emptied) only once all inputs are valid
     dev = resolve_device(device)
@@ -162,6 +171,7 @@ def fit(
         )
     opts = resolve_options(model, options, epochs)
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
+    info["param_name_map"] = dict(param_names or {})
     return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
                              figures=figures, max_seconds=max_seconds, force=force)
 
@@ -280,7 +290,8 @@ def _resume(run_dir: Path, *, device, progress, figures, max_seconds) -> FittedM
     if state.get("kind") != "training":
         raise CheckpointError(f"{run_dir / LAST_FILE} is not a training checkpoint")
     if info["data"] is not None:
-        traj = Trajectories.load(info["data"], system=info["system"])
+        traj = Trajectories.load(info["data"], system=info["system"],
+                                 param_names=info.get("param_name_map"))
         train, val, test = _split_file(traj, info["seed"])
     else:
         proto = systems.get_system(info["system"]).default
@@ -299,10 +310,19 @@ def load(run_dir, device: str = "cpu") -> FittedModel:
     return FittedModel.load(run_dir, device)
 
 
-def evaluate(run_dir, data, context: int | None = None) -> dict:
-    """Metrics of a run on an .npz file."""
+def evaluate(run_dir, data, context: int | None = None,
+             param_names: dict[str, str] | None = None) -> dict:
+    """Metrics of a run on an .npz file. ``param_names`` ({name in the file: the system's name})
+    renames the file's parameter columns; without it the run's recorded ``param_name_map``
+    renames those the file has."""
     fitted = load(run_dir)
-    return fitted.evaluate(Trajectories.load(data, system=fitted.info.get("system")), context)
+    system = fitted.info.get("system")
+    if param_names:
+        return fitted.evaluate(Trajectories.load(data, system=system, param_names=param_names),
+                               context)
+    traj = Trajectories.load(data, system=system)
+    recorded = fitted.info.get("param_name_map")
+    return fitted.evaluate(traj.rename_params(recorded, system, strict=False), context)
 
 
 def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--system", help=f"one of: {', '.join(systems.names())}; alone, data are "
                                       "simulated")
     src.add_argument("--data", help="an .npz trajectory file (split 80/10/10)")
+    _param_name_argument(src)
     f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline: "
                                    f"{', '.join(sorted(registry.MODELS))}")
     f.add_argument("--epochs", type=_positive_int)
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True)
     e.add_argument("--context", type=_positive_int)
+    _param_name_argument(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -119,6 +121,31 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
     q.set_defaults(func=cmd_reproduce)
     return p
+
+
+def _param_name_argument(group) -> None:
+    group.add_argument(
+        "--param-name", dest="param_names", action="append", default=[],
+        metavar="FILE_NAME=SYSTEM_NAME",
+        help="the file's parameter column FILE_NAME is the system's parameter SYSTEM_NAME "
+        "(repeatable), e.g. --param-name mass=m --param-name stiffness=k; recorded in the run",
+    )
+
+
+def _param_names(items: list[str]) -> dict[str, str] | None:
+    """Parse ``FILE_NAME=SYSTEM_NAME`` items into ``{FILE_NAME: SYSTEM_NAME}`` (None if none)."""
+    mapping = {}
+    for item in items:
+        name, eq, target = (part.strip() for part in item.partition("="))
+        if not (eq and name and target):
+            raise UsageError(
+                f"--param-name {item!r} is not of the form FILE_NAME=SYSTEM_NAME, "
+                f"e.g. --param-name mass=m"
+            )
+        if name in mapping:
+            raise UsageError(f"--param-name names {name!r} twice")
+        mapping[name] = target
+    return mapping or None
 
 
 def _device(name: str) -> str:
@@ -206,7 +233,8 @@ def cmd_fit(args) -> int:
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
         resume=args.resume, n_train=args.n_train, test_data=args.test_data,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-        figures=not args.no_figures, progress=not args.quiet, **options,
+        figures=not args.no_figures, progress=not args.quiet,
+        param_names=_param_names(args.param_names), **options,
     )
     from warpphys import distributed
 
@@ -227,7 +255,8 @@ def _summary(m: dict) -> dict:
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
-    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context), indent=2))
+    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context,
+                                  param_names=_param_names(args.param_names)), indent=2))
     return 0
 
 

@@ -138,6 +138,46 @@ class Trajectories:
             return None
         return self.params[:, [names.index(p) for p in system.param_names]]
 
+    def rename_params(self, mapping: dict[str, str] | None, system: str | None = None, *,
+                      strict: bool = True) -> Trajectories:
+        """A copy whose ``param_names`` are renamed by ``mapping`` ({name in the file: the
+        system's parameter name}), so that :meth:`system_params` matches them; e.g.
+        ``{"mass": "m", "stiffness": "k"}``. ``system`` defaults to the file's.
+
+        Raises DataError when a target is not a parameter of the system, two names map onto one,
+        or (``strict``) a name is not among the file's ``param_names``; without ``strict`` such
+        names are skipped (a recorded mapping applied to another file)."""
+        if not mapping:
+            return self
+        name = system or self.system
+        where = "pass --system NAME (or a file whose 'system' key names one)"
+        if name is None:
+            raise DataError(f"--param-name maps onto a system's parameters: {where}")
+        sys_ = systems.get_system(name)
+        wrong = sorted(v for v in mapping.values() if v not in sys_.param_names)
+        if wrong:
+            raise DataError(
+                f"--param-name: {wrong} not parameters of {sys_.name}, whose parameters are "
+                f"{list(sys_.param_names)}"
+            )
+        if len(set(mapping.values())) < len(mapping):
+            raise DataError(f"--param-name maps two names onto one parameter: {mapping}")
+        have = self.param_names or ()
+        absent = sorted(k for k in mapping if k not in have)
+        if strict and absent:
+            raise DataError(
+                f"--param-name: {absent} not in the file's param_names "
+                f"{list(have) if have else '(it has none)'}"
+            )
+        names = tuple(mapping.get(n, n) for n in have)
+        clash = sorted(n for n in set(names) if names.count(n) > 1)
+        if clash:
+            raise DataError(
+                f"--param-name: the file would have two columns named {clash}; map the other "
+                f"one away too"
+            )
+        return replace(self, param_names=names or None)
+
     # -- torch ------------------------------------------------------------------------------
     @classmethod
     def from_simulation(cls, sim: systems.Simulation) -> Trajectories:
@@ -167,8 +207,11 @@ class Trajectories:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, system: str | None = None) -> Trajectories:
-        """Read and validate an .npz file; ``system`` (if given) must match its state size."""
+    def load(cls, path: str | os.PathLike, system: str | None = None, *,
+             param_names: dict[str, str] | None = None) -> Trajectories:
+        """Read and validate an .npz file; ``system`` (if given) must match its state size.
+        ``param_names`` ({name in the file: the system's name}) renames parameter columns
+        (see :meth:`rename_params`)."""
         path = Path(path)
         if not path.exists():
             raise DataError(f"data file {str(path)!r} does not exist")
@@ -217,6 +260,11 @@ class Trajectories:
         )
         if system is not None:
             check_system(traj, system)
+        if param_names:
+            try:
+                traj = traj.rename_params(param_names, system)
+            except DataError as e:
+                raise DataError(f"{path.name}: {e}") from None
         return traj
 
 
