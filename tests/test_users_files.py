@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import systems
-from warpphys import api
+from warpphys import api, registry
 from warpphys.data import DataError, Trajectories, simulate
 from warpphys.physics import fit_global_params
 
@@ -35,7 +35,7 @@ TINY_MODEL = {
 
 
 def tiny(model: str) -> dict:
-    known = set(api.BASE_OPTIONS) | set(getattr(api.MODELS[model], "options", {}))
+    known = set(registry.BASE_OPTIONS) | registry.model_option_names(model)
     return {k: v for k, v in {**TINY, **TINY_MODEL.get(model, {})}.items() if k in known}
 
 
@@ -137,13 +137,13 @@ def matrix_clock():
 def _reads_parameters(model: str) -> bool:
     """Whether ``model`` (built for SYSTEM) estimates physical parameters, i.e. needs physics."""
     sys_ = systems.get_system(SYSTEM)
-    opts = {**api.BASE_OPTIONS, **getattr(api.MODELS[model], "options", {}), **tiny(model)}
-    return bool(api.MODELS[model](sys_.dim, sys_, opts, {}).has_params)
+    opts = registry.resolve_options(model, tiny(model))
+    return bool(registry.MODELS[model](sys_.dim, sys_, opts).has_params)
 
 
 @pytest.mark.parametrize("physics", ["known", "unknown"])
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("model", sorted(api.MODELS))
+@pytest.mark.parametrize("model", sorted(registry.MODELS))
 def test_every_model_fits_and_evaluates_every_kind_of_users_file(
         model, kind, physics, user_files, matrix_clock, tmp_path):
     """fit (1 epoch) and evaluate run cleanly with finite metrics; parameter metrics appear
