@@ -39,7 +39,7 @@ from warpphys.fitted import (
     resolve_device,
     save_model,
 )
-from warpphys.limits import check_memory
+from warpphys.limits import ResourceError, check_memory
 from warpphys.registry import (
     BASE_OPTIONS,
     MODEL_CLASSES,
@@ -282,7 +282,8 @@ def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None
     except RuntimeError as e:
         if "overflow" not in str(e):
             raise
-        n_weights = float("inf")
+        raise ResourceError(f"{sizes} would have more weights than memory can hold; use a "
+                            f"smaller --width or --depth") from None
     # weights, gradients, Adam's two moments and the best and last good copies: 6 float32 each
     check_memory(24.0 * n_weights, f"{sizes} ({n_weights:.3g} weights)",
                  "use a smaller --width or --depth")
@@ -476,9 +477,9 @@ def _check_architecture(info: dict, train: Trajectories, state: dict, path: Path
     if want != have:
         diff = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
         raise CheckpointError(
-            f"{str(path)!r} holds weights of another architecture than its run's "
-            f"{info['model']!r} model with options {CONFIG_FILE} records (first difference: "
-            f"{diff[0]!r}); it cannot be resumed, start a new run"
+            f"{str(path)!r} holds weights of another architecture than the {info['model']!r} "
+            f"model that {CONFIG_FILE} describes (first difference: {diff[0]!r}); it cannot be "
+            f"resumed, start a new run"
         )
 
 
@@ -491,13 +492,16 @@ def load(run_dir, device: str = "cpu") -> FittedModel:
 def evaluate(run_dir, data, context: int | None = None) -> dict:
     """Metrics of a run on an .npz file."""
     fitted = load(run_dir)
-    return fitted.evaluate(Trajectories.load(data, system=fitted.info.get("system")), context)
+    traj = Trajectories.load(data, system=fitted.info.get("system"))
+    _check_model_data(traj, None, f"--data {str(data)!r}")
+    return fitted.evaluate(traj, context)
 
 
 def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:
     """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys."""
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
+    _check_model_data(traj, None, f"--data {str(data)!r}")
     x_hat = fitted.predict(traj, context, horizon)
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,

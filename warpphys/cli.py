@@ -311,7 +311,10 @@ def _json(obj, **kw) -> str:
 
 def _os_error(e: OSError) -> str:
     """An operating-system error as one line naming the path and the problem."""
-    where = f"{e.filename!r}" if e.filename is not None else "a file"
+    name = e.filename
+    if isinstance(name, str) and len(name) > 80:
+        name = f"{name[:30]}...{name[-30:]} ({len(name)} characters)"
+    where = f"{name!r}" if name is not None else "a file"
     if e.filename2 is not None:
         where += f" -> {e.filename2!r}"
     return f"cannot use {where}: {e.strerror or e}"

@@ -195,7 +195,10 @@ class Trajectories:
             system=None if sysname is None else str(sysname),
         )
         if system is not None:
-            check_system(traj, system)
+            try:
+                check_system(traj, system)
+            except DataError as e:
+                raise DataError(f"{str(path)!r}: {e}") from None
         return traj
 
 

@@ -45,6 +45,11 @@ def atomic_open(path: str | os.PathLike, *, binary: bool = False,
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename == str(tmp):  # name the file asked for, not the temporary one
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -125,6 +130,9 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
     """Refuse an --out that is a file, or a non-empty directory without ``force``; with
     ``force``, anything but a run directory of warpphys (a folder of the user's files is never
     replaced), and the current folder or one that holds it."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise RunError(f"--out {str(run_dir)!r} is a symbolic link to nothing usable (a missing "
+                       f"target, or a loop of links); choose another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(
             f"--out {str(run_dir)!r} is a file, not a run directory; choose another --out"
