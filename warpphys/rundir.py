@@ -115,15 +115,15 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 def is_run_dir(run_dir: Path) -> bool:
     """Whether ``run_dir`` is a run directory written by ``warpphys fit``: its config.json is
-    one warpphys writes, beside a checkpoint, and it holds nothing else."""
+    one warpphys writes (a fit interrupted before its first checkpoint leaves only that), and
+    it holds nothing but the files of a run."""
     try:
         config = json.loads((run_dir / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
     if not (isinstance(config, dict) and {"model", "options", "versions"} <= set(config)):
         return False
-    has_checkpoint = (run_dir / MODEL_FILE).is_file() or (run_dir / LAST_FILE).is_file()
-    return has_checkpoint and not foreign_entries(run_dir)
+    return not foreign_entries(run_dir)
 
 
 def check_run_dir(run_dir: Path, *, force: bool) -> None:
@@ -155,7 +155,7 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
         listed = ", ".join(repr(n) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         why = (f"it holds files warpphys did not write ({listed})" if foreign and
                (run_dir / CONFIG_FILE).exists() else "it is not a run directory of warpphys "
-               f"(no {CONFIG_FILE} and checkpoint written by `warpphys fit`)")
+               f"(no {CONFIG_FILE} written by `warpphys fit`)")
         raise RunError(
             f"--force replaces only a run directory made by `warpphys fit`, and {str(run_dir)!r} "
             f"is not one: {why}; nothing was changed. Choose another --out"
