@@ -438,9 +438,9 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
                 f"in {str(run_dir)!r}"
             )
         info = {**info, "options": {**info["options"], "epochs": int(epochs)}}
-    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise RunError(f"the time budget (--max-minutes) must be a positive number, got "
-                       f"{max_seconds / 60 if math.isfinite(max_seconds) else max_seconds}")
+    if max_seconds is not None:
+        _check_run_options(info["seed"], max_seconds, {})
+        info = {**info, "max_seconds": max_seconds}
     if info["data"] is not None:
         traj = Trajectories.load(info["data"], system=info["system"])
         train, val, test = _split_file(traj, info["seed"])
