@@ -241,7 +241,7 @@ def test_sample_ranges_override_the_split_ranges():
     "ranges, message",
     [
         ({"k": (-1.0, 2.0)}, "below its physical minimum"),
-        ({"m": (0.0, 0.1)}, "below its physical minimum"),  # strict: mass > 0
+        ({"m": (0.0, 0.1)}, "must be greater than 0.0"),  # strict: mass > 0
         ({"k": (3.0, 2.0)}, "is empty"),
         ({"c": (float("nan"), 1.0)}, "finite"),
         ({"spring": (1.0, 2.0)}, "has no parameter 'spring'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 
@@ -13,10 +14,18 @@ from warpphys.errors import WarpphysError
 from warpphys.roots import physics_root_names
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line (the problem and where to find help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _positive_int(text: str) -> int:
@@ -29,8 +38,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"a seed is a whole number from 0 to 2**63 - 1, got {text!r}"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="warpphys",
         description="Learn and extrapolate physical dynamical systems with WARP.",
     )
@@ -45,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train/val: training parameter ranges; test: the wider out-of-distribution ranges "
         "(default: train)",
     )
-    s.add_argument("--seed", type=int, default=0,
+    s.add_argument("--seed", type=_seed, default=0,
                    help="random seed; the same seed and split give the same file (default: 0)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument(
@@ -54,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
     s.add_argument("--out", required=True, help="output .npz file")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_simulate)
 
     f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
@@ -64,18 +96,20 @@ def _parser() -> argparse.ArgumentParser:
     _param_name_argument(src)
     f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline: "
                                    f"{', '.join(sorted(registry.MODELS))}")
-    f.add_argument("--epochs", type=_positive_int)
+    f.add_argument("--epochs", type=_positive_int,
+                   help="training epochs (with --resume: train on up to this many)")
     f.add_argument("--context", type=_positive_int, help="true steps fed before rolling out")
     f.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, help="random seed (default 0)")
     f.add_argument("--out", help="run directory (default runs/<system>-<model>-<time>)")
-    f.add_argument("--force", action="store_true", help="replace an existing run directory")
+    f.add_argument("--force", action="store_true",
+                   help="replace an existing run directory of warpphys, once the new run is done")
     f.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     f.add_argument("--n-train", type=_positive_int, help="simulated training trajectories")
     f.add_argument("--test-data", help="evaluate on this .npz file instead of the held-out split")
-    f.add_argument("--max-minutes", type=float, help="training time budget")
+    f.add_argument("--max-minutes", type=_positive_float, help="training time budget")
     f.add_argument("--batch-size", type=_positive_int)
-    f.add_argument("--lr", type=float)
+    f.add_argument("--lr", type=_positive_float)
     f.add_argument("--width", type=_positive_int, help="root network width")
     f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
     f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
@@ -103,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--context", type=_positive_int, required=True)
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -172,8 +207,9 @@ def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
     return ranges
 
 
-def _check_out(out: str) -> None:
-    """Refuse an --out path that cannot be written, before any simulation is done."""
+def _check_out(out: str, *, force: bool = False, inputs: tuple = ()) -> None:
+    """Refuse an --out path that cannot be written, or would replace a file (an input file
+    always; another only with ``force``), before any work is done."""
     import os
     from pathlib import Path
 
@@ -182,6 +218,13 @@ def _check_out(out: str) -> None:
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {out!r} is a folder; name an .npz file, e.g. {out}/data.npz")
+    for given in inputs:
+        if path.exists() and Path(given).exists() and path.samefile(given):
+            raise UsageError(f"--out {out!r} is the input file --data {given!r}; name another "
+                             f"file, the input is never overwritten")
+    if path.exists() and not force:
+        raise UsageError(f"--out {out!r} exists already; name another file, or replace it "
+                         f"with --force")
     for folder in path.absolute().parents:
         if folder.exists():
             if not folder.is_dir():
@@ -206,7 +249,7 @@ def cmd_simulate(args) -> int:
         raise UsageError(
             f"unknown preset {args.preset!r}; choose one of: {', '.join(systems.PRESETS)}"
         )
-    _check_out(args.out)
+    _check_out(args.out, force=args.force)
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
         device=_device(args.device), ranges=_ranges(args.ranges),
@@ -215,7 +258,7 @@ def cmd_simulate(args) -> int:
         traj.save(args.out)
     except OSError as e:
         raise UsageError(f"cannot write --out {args.out!r}: {e.strerror or e}") from None
-    print(json.dumps({
+    print(_json({
         "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
         "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
     }))
@@ -240,7 +283,7 @@ def cmd_fit(args) -> int:
 
     if not distributed.is_main():  # under torchrun, rank 0 prints the summary
         return 0
-    print(json.dumps({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
+    print(_json({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
     return 0
 
 
@@ -255,18 +298,17 @@ def _summary(m: dict) -> dict:
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
-    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context,
-                                  param_names=_param_names(args.param_names)), indent=2))
+    print(_json(api.evaluate(args.run_dir, args.data, args.context,
+                             param_names=_param_names(args.param_names)), indent=2))
     return 0
 
 
 def cmd_predict(args) -> int:
     from warpphys import api
 
-    if not args.out.endswith(".npz"):
-        raise UsageError(f"--out must name an .npz file, got {args.out!r}")
+    _check_out(args.out, force=args.force, inputs=(args.data,))
     res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
-    print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
+    print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
     return 0
 
 
@@ -275,28 +317,70 @@ def cmd_reproduce(args) -> int:
 
     models = None if args.models is None else [m.strip() for m in args.models.split(",")
                                                if m.strip()]
+    if models == []:
+        raise UsageError(f"--models {args.models!r} names no model; give a comma-separated list, "
+                         f"e.g. --models warp-phys,gru, or leave it out for all")
     log = None if args.quiet else (lambda msg: print(f"reproduce: {msg}", file=sys.stderr,
                                                      flush=True))
     res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
                               noise=args.noise, models=models, device=args.device, log=log)
-    print(json.dumps({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
+    print(_json({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
                       "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
                       "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
                      indent=2))
     return 0
 
 
+def _json(obj, **kw) -> str:
+    """Strict JSON (no NaN or Infinity: non-finite numbers are written as null)."""
+    from warpphys.rundir import finite_json
+
+    return json.dumps(finite_json(obj), allow_nan=False, **kw)
+
+
+def _os_error(e: OSError) -> str:
+    """An operating-system error as one line naming the path and the problem."""
+    name = e.filename
+    if isinstance(name, str) and len(name) > 80:
+        name = f"{name[:30]}...{name[-30:]} ({len(name)} characters)"
+    where = f"{name!r}" if name is not None else "a file"
+    if e.filename2 is not None:
+        where += f" -> {e.filename2!r}"
+    return f"cannot use {where}: {e.strerror or e}"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a usage error: one line, SystemExit(2)
+    command = args.command
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
-    except (UsageError, WarpphysError, systems.SystemInputError, FileNotFoundError,
-            FileExistsError) as e:
+    except (UsageError, WarpphysError, systems.SystemInputError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"warpphys {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(command, msg)
+    except OSError as e:
+        return _fail(command, _os_error(e))
+    except KeyboardInterrupt as e:
+        print(f"warpphys {command}: {e.args[0] if e.args else 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return _fail(command, f"out of memory ({first[:160]}); use smaller sizes (--n, "
+                              f"--width, --batch-size, --horizon)")
+
+
+def _fail(command: str, msg: str) -> int:
+    print(f"warpphys {command}: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

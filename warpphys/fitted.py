@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from warpphys import checkpoint, metrics
 from warpphys.data import DataError, Trajectories
 from warpphys.errors import RunError
 from warpphys.interface import Model
+from warpphys.limits import check_memory
 from warpphys.registry import MODEL_CLASSES
 from warpphys.rundir import METRICS_FILE, MODEL_FILE, jsonable
 
@@ -28,6 +30,14 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise RunError(f"unknown device {device!r}; use cpu, cuda or auto")
     return device
+
+
+def relative_times(t, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Sample times as a tensor counted from ``t[0]``, subtracted in float64 before the cast:
+    models depend on time differences only, and times like Unix timestamps (``1e9 + t``) keep
+    their resolution in float32."""
+    t = np.asarray(t, dtype=np.float64)
+    return torch.as_tensor(t - t[0], dtype=dtype, device=device)
 
 
 def extend_times(t: np.ndarray, length: int) -> np.ndarray:
@@ -95,7 +105,10 @@ class FittedModel:
         H = traj.n_times - K if horizon is None else int(horizon)
         if H < 1:
             raise DataError(f"--horizon must be at least 1, got {H}")
-        t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float32, device=self.device)
+        check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
+                     f"predicting {traj.n} trajectories over {K + H} steps",
+                     "use a smaller --horizon, or predict a few trajectories at a time")
+        t = relative_times(extend_times(traj.t, K + H), torch.float32, self.device)
         outs, thetas = [], []
         self.model.eval()
         for i in range(0, traj.n, batch_size):
@@ -135,7 +148,7 @@ class FittedModel:
 
         K = self.context if context is None else int(context)
         self._check(traj, K)
-        t = torch.as_tensor(traj.t[:K], dtype=torch.float64, device=self.device)
+        t = relative_times(traj.t[:K], torch.float64, self.device)
         scale = self.info.get("state_std")  # residual weights: the training data's state std
         parts = []
         for i in range(0, traj.n, batch_size):
@@ -159,7 +172,7 @@ class FittedModel:
         K = self.context if context is None else int(context)
         self._check(traj, K)
         H = traj.n_times - K if horizon is None else int(horizon)
-        t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
+        t = relative_times(extend_times(traj.t, K + H), torch.float64, self.device)
         from warpphys.refine import simulate
 
         est, state, theta = refined or self.refine(traj, K, iterations)
@@ -220,7 +233,7 @@ class FittedModel:
         if refine:
             return self.refine(traj, K, iterations)[0].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
-        t = torch.as_tensor(traj.t[:K], dtype=torch.float32, device=self.device)
+        t = relative_times(traj.t[:K], torch.float32, self.device)
         return self.model.recover_params(x, t, K).double().cpu().numpy()
 
     # -- files ----------------------------------------------------------------------------------
@@ -241,10 +254,22 @@ class FittedModel:
             raise checkpoint.CheckpointError(
                 f"{run_dir / MODEL_FILE} does not match this version of warpphys ({e})"
             ) from None
-        info = json.loads(ckpt["info"])
+        try:
+            info = json.loads(ckpt["info"])
+            if not isinstance(info, dict) or "context" not in info:
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            raise checkpoint.CheckpointError(
+                f"{str(run_dir / MODEL_FILE)!r} has no run configuration of warpphys ('info' "
+                f"is missing or not what `warpphys fit` writes); re-run `warpphys fit`"
+            ) from None
         m = {}
-        if (run_dir / METRICS_FILE).exists():
-            m = json.loads((run_dir / METRICS_FILE).read_text())
+        if (run_dir / METRICS_FILE).exists():  # the saved test metrics; nothing depends on them
+            try:
+                m = json.loads((run_dir / METRICS_FILE).read_text())
+            except (OSError, ValueError) as e:
+                warnings.warn(f"ignoring {run_dir / METRICS_FILE}, which cannot be read ({e})",
+                              stacklevel=2)
         device = resolve_device(device)
         return cls(model.to(device).eval(), info, m, run_dir, device)
 

@@ -246,6 +246,7 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
         return json.loads(score_file.read_text())
     if not finished:
         log(f"{model} seed {seed}: fitting")
+        score_file.unlink(missing_ok=True)  # the study's own file: --force replaces a bare run
         api.fit(data=paths["train"], test_data=paths["test_inputs"], model=model, seed=seed,
                 epochs=None if model == "classical" else scale.epochs, context=_context(
                     study, scale), out=run_dir, force=True, device=device, figures=False,
