@@ -90,6 +90,10 @@ def ws(tmp_path, user_file, fitted_run, monkeypatch) -> Path:
     shutil.copytree(fitted_run, edited)
     config = json.loads((edited / "config.json").read_text())
     (edited / "config.json").write_text(json.dumps({**config, "system": "pendulum"}))
+    edited_map = tmp_path / "edited_map"
+    shutil.copytree(fitted_run, edited_map)
+    (edited_map / "config.json").write_text(json.dumps({**config,
+                                                        "param_name_map": {"mass": "m"}}))
     foreign = tmp_path / "foreign"
     shutil.copytree(fitted_run, foreign)
     state = checkpoint.load(foreign / "last.pt")
@@ -172,6 +176,11 @@ REFUSED = {
     # --resume
     "resume with an edited config.json": (["fit", "--resume", "edited"],
                                           ["does not match the checkpoint", "system"]),
+    "resume with an edited param_name_map": (["fit", "--resume", "edited_map"],
+                                              ["does not match the checkpoint",
+                                               "param_name_map"]),
+    "resume with --param-name": (["fit", "--resume", "run", "--param-name", "mass=m"],
+                                 ["--param-name cannot change on resume"]),
     "resume with --data": (["fit", "--resume", "run", "--data", "data.npz"],
                            ["--data cannot change on resume"]),
     "resume with --out and --force": (["fit", "--resume", "run", "--out", "run", "--force"],

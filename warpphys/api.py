@@ -142,7 +142,7 @@ def fit(
     if resume is not None:
         given = {"--system": system, "--data": data, "--model": model, "--context": context,
                  "--out": out, "--seed": seed, "--n-train": n_train, "--test-data": test_data,
-                 "--force": force or None,
+                 "--force": force or None, "--param-name": param_names or None,
                  **{f"--{k.replace('_', '-')}": v for k, v in options.items()}}
         extra = [name for name, value in given.items() if value is not None]
         if extra:
@@ -411,8 +411,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
 
 
 #: config.json entries that shape a run: a resumed run must find them as its checkpoint has them
-SHAPING_KEYS = ("model", "system", "data", "test_data", "protocol", "seed", "context", "options",
-                "window", "n_steps", "n_train", "state_mean", "state_std")
+SHAPING_KEYS = ("model", "system", "data", "test_data", "param_name_map", "protocol", "seed",
+                "context", "options", "window", "n_steps", "n_train", "state_mean", "state_std")
 
 
 def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) -> FittedModel:
@@ -467,7 +467,8 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
         val = simulate_data(info["system"], proto.n_val, "val", seed)
         test = simulate_data(info["system"], proto.n_test, "test", seed)
     if info.get("test_data") is not None:
-        test = Trajectories.load(info["test_data"], system=info["system"])
+        test = Trajectories.load(info["test_data"], system=info["system"]).rename_params(
+            info.get("param_name_map"), info["system"], strict=False)
     _check_architecture(info, train, state, last_file)
     dev = resolve_device(device)
     try:
