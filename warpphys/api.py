@@ -31,6 +31,7 @@ from warpphys.data import DataError, Trajectories
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError
 from warpphys.fitted import FittedModel, extend_times, resolve_device, save_model
+from warpphys.metrics import ESTIMATES, global_minmax, identifiable_ranges
 from warpphys.registry import (
     BASE_OPTIONS,
     MODEL_CLASSES,
@@ -88,6 +89,7 @@ def fit(
     max_seconds: float | None = None,
     figures: bool = True,
     progress: bool = True,
+    estimate: str | None = None,
     **options,
 ) -> FittedModel:
     """Train a model and write a run directory (config.json, model.pt, metrics.json, figures/).
@@ -107,6 +109,9 @@ def fit(
         n_train: number of simulated training trajectories (with ``system`` alone).
         test_data: an .npz file to evaluate on instead of the held-out split.
         max_seconds: training time budget; figures/progress: write figures, show a progress bar.
+        estimate: for models with physical parameters, the estimate that the run's headline
+            metrics and figures use and that it keeps as its default: "refined" (default, the
+            most accurate) or "amortised" (one forward pass); both are always reported.
         **options: model and training options: width, depth, hyper_width, transition
             (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel),
             precision (fp32|tf32|bf16, of the training steps), and model-specific ones.
@@ -156,9 +161,20 @@ def fit(
             f"T = {train.n_times}"
         )
     opts = resolve_options(model, options, epochs)
+    if estimate is not None and estimate not in ESTIMATES:
+        raise RunError(f"unknown estimate {estimate!r}; choose one of: {', '.join(ESTIMATES)}")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
+    if estimate == "refined" and not MODELS[model](train.dim, _system(system), opts).has_params:
+        raise RunError(f"model {model!r} has no physical parameters, so no refined estimate; "
+                       "leave --estimate out (or use amortised)")
+    if estimate is not None:
+        info["estimate"] = estimate
     return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
                              figures=figures, max_seconds=max_seconds, force=force)
+
+
+def _system(name: str | None):
+    return systems.get_system(name) if name else None
 
 
 def _default_context(system, train: Trajectories, data) -> int:
@@ -171,11 +187,12 @@ def _default_context(system, train: Trajectories, data) -> int:
 
 def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test) -> dict:
     sys_ = systems.get_system(system) if system else None
-    ranges = {}
+    ranges, ident_ranges = {}, {}
     params = train.system_params(sys_) if sys_ is not None else None
     if params is not None:
         ranges = {n: [float(params[:, j].min()), float(params[:, j].max())]
                   for j, n in enumerate(sys_.param_names)}
+        ident_ranges = identifiable_ranges(sys_, params)
     return {
         "model": model, "system": system, "data": None if data is None else str(data),
         "protocol": protocol, "seed": seed, "context": K, "device": dev, "options": opts,
@@ -183,7 +200,8 @@ def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, tes
         "dt": float(np.median(np.diff(train.t))),
         "state_names": list(train.state_names or (sys_.state_names if sys_ else [])),
         "param_names": list(sys_.param_names) if sys_ else list(train.param_names or []),
-        "param_ranges": ranges, "n_train": train.n, "n_val": val.n, "n_test": test.n,
+        "param_ranges": ranges, "identifiable_ranges": ident_ranges,
+        "minmax": global_minmax(train.x), "n_train": train.n, "n_val": val.n, "n_test": test.n,
         "state_mean": train.x.reshape(-1, train.dim).mean(0).tolist(),
         "state_std": train.x.reshape(-1, train.dim).std(0).clip(1e-8).tolist(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
@@ -294,17 +312,22 @@ def load(run_dir, device: str = "cpu") -> FittedModel:
     return FittedModel.load(run_dir, device)
 
 
-def evaluate(run_dir, data, context: int | None = None) -> dict:
-    """Metrics of a run on an .npz file."""
+def evaluate(run_dir, data, context: int | None = None, *, estimate: str | None = None) -> dict:
+    """Metrics of a run on an .npz file; ``estimate`` ("refined" or "amortised", default the
+    run's: the most accurate) decides the headline keys (see :meth:`FittedModel.evaluate`)."""
     fitted = load(run_dir)
-    return fitted.evaluate(Trajectories.load(data, system=fitted.info.get("system")), context)
+    return fitted.evaluate(Trajectories.load(data, system=fitted.info.get("system")), context,
+                           estimate=estimate)
 
 
-def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:
-    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys."""
+def predict(run_dir, data, context: int, horizon: int, out, *,
+            estimate: str | None = None) -> Trajectories:
+    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys;
+    ``estimate`` as in :func:`evaluate` (models with physical parameters: the refined rollout by
+    default)."""
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
-    x_hat = fitted.predict(traj, context, horizon)
+    x_hat = fitted.predict(traj, context, horizon, estimate=estimate)
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,
                        system=traj.system)

@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--root", choices=["auto", *physics_root_names()],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
+    _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True)
     e.add_argument("--context", type=_positive_int)
+    _estimate_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -101,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--context", type=_positive_int, required=True)
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
+    _estimate_option(r)
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -119,6 +122,17 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
     q.set_defaults(func=cmd_reproduce)
     return p
+
+
+def _estimate_option(parser) -> None:
+    from warpphys.metrics import ESTIMATES
+
+    parser.add_argument(
+        "--estimate", choices=ESTIMATES,
+        help="models with physical parameters: the estimate behind the headline metrics and "
+             "the rollout: refined (default: the most accurate, refined on the context) or "
+             "amortised (one forward pass); metrics always include both as *_amortised and "
+             "*_refined")
 
 
 def _device(name: str) -> str:
@@ -206,7 +220,8 @@ def cmd_fit(args) -> int:
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
         resume=args.resume, n_train=args.n_train, test_data=args.test_data,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-        figures=not args.no_figures, progress=not args.quiet, **options,
+        figures=not args.no_figures, progress=not args.quiet, estimate=args.estimate,
+        **options,
     )
     from warpphys import distributed
 
@@ -217,17 +232,16 @@ def cmd_fit(args) -> int:
 
 
 def _summary(m: dict) -> dict:
-    keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-            "param_rel_error", "test_mse_refined", "param_rel_error_refined",
-            "valid_prediction_time",
-            "fit_seconds", "train_status")
-    return {k: m[k] for k in keys if k in m}
+    from warpphys.metrics import summary_keys  # the metric table decides what is printed
+
+    return {k: m[k] for k in summary_keys(m)}
 
 
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
-    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context), indent=2))
+    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context,
+                                  estimate=args.estimate), indent=2))
     return 0
 
 
@@ -236,8 +250,12 @@ def cmd_predict(args) -> int:
 
     if not args.out.endswith(".npz"):
         raise UsageError(f"--out must name an .npz file, got {args.out!r}")
-    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
-    print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
+    fitted = api.load(args.run_dir)
+    estimate = fitted.resolve_estimate(args.estimate)  # checked before any work, and said
+    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out,
+                      estimate=args.estimate)
+    said = {"estimate": estimate} if fitted.model.has_params else {}  # black box: keys as before
+    print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
     return 0
 
 

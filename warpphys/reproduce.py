@@ -196,7 +196,7 @@ def score(fitted: api.FittedModel, inputs: Trajectories, truth: Trajectories,
     """Metrics of ``fitted`` fed the first ``context`` steps of ``inputs``, scored against
     ``truth`` (the same trajectories without observation noise); times the rollout."""
     t0 = time.perf_counter()
-    x_hat = fitted.predict(inputs, context)
+    x_hat = fitted.predict(inputs, context, estimate="amortised")
     inference = time.perf_counter() - t0
     m, params, _ = fitted.score_rollout(truth, x_hat, context)
     out = {k: m[k] for k in ("test_mse", "ood_mse", "extrapolation_mse", "invariant_drift",
