@@ -270,7 +270,9 @@ def cmd_reproduce(args) -> int:
                               noise=args.noise, models=models, device=args.device, log=log)
     print(json.dumps({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
                       "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
-                      "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
+                      "test_mse": {m: e["test_mse"] for m, e in res["table"].items()},
+                      "test_mse_minmax": {m: e.get("test_mse_minmax")
+                                          for m, e in res["table"].items()}},
                      indent=2))
     return 0
 

@@ -307,21 +307,6 @@ class FittedModel:
         est = self.resolve_estimate(estimate)
         return self.score(traj, self.forecasts(traj, K), K, estimate=est)
 
-    def param_metrics(self, traj: Trajectories, context: int, params, refined) -> dict:
-        """Median relative errors of the identifiable parameters recovered from ``traj``'s
-        context against the true ``params (N, p)``: ``param_rel_error`` (one forward pass) and
-        ``param_rel_error_refined`` (``refined (N, p)``, e.g. ``refine(...)[0]``), each also
-        per parameter. Empty without true parameters."""
-        if params is None or self.system is None:
-            return {}
-        out = {}
-        for key, est in (("param_rel_error", self.recover_params(traj, context)),
-                         ("param_rel_error_refined", refined.cpu().numpy())):
-            err = metrics.param_errors(self.system, params, est)
-            out[key] = err["param_rel_error"]
-            out[key + "_per_param"] = err["param_rel_error_per_param"]
-        return out
-
     @torch.no_grad()
     def recover_params(self, traj: Trajectories, context: int | None = None, *,
                        refine: bool = False, iterations: int = 10) -> np.ndarray:

@@ -661,15 +661,23 @@ def plot_training(history: Mapping[str, Sequence[float]], path: str | os.PathLik
     return _finish(fig, path, close)
 
 
-def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
-                         path: str | os.PathLike | None = None, *, close: bool = True) -> Figure:
+def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str | Sequence[str],
+                         path: str | os.PathLike | None = None, *, close: bool = True,
+                         reference: Mapping[str, Mapping[str, float]] | None = None,
+                         reference_label: str = "reference",
+                         titles: Mapping[str, str] | None = None) -> Figure:
     """One bar per model for ``metric`` (e.g. in a reproduction study), log y-axis.
 
     Args:
         table: {model: {metric: value, metric + "_std": spread (optional), ...}}; a model
             without the metric (or with None/NaN) gets an "n/a" label instead of a bar.
-        metric: the key to plot.
+        metric: the key to plot, or several keys: one panel each, side by side (e.g. an MSE in
+            two units).
         path, close: save to this file, then close.
+        reference: {metric: {model: value}}: numbers from elsewhere (e.g. a paper's) drawn as
+            black diamonds on that metric's panel, beside the model's bar.
+        reference_label: their legend entry.
+        titles: {metric: panel title} (default "<metric> per model").
 
     The y-axis is logarithmic when all values are positive (linear otherwise); error bars come
     from ``metric + "_std"`` (on a log axis the lower whisker stops at a tenth of the value).
@@ -677,6 +685,16 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
     """
     if not table:
         raise ValueError("table is empty; pass {model: {metric: value}}")
+    keys = [metric] if isinstance(metric, str) else list(metric)
+    models = list(table)
+    fig, axes = _new_figure(1, len(keys), panel=(max(4.0, 0.9 * len(models) + 1.5), 3.6))
+    for ax, key in zip(axes[0], keys, strict=True):
+        _draw_bars(ax, table, key, (reference or {}).get(key, {}), reference_label)
+        ax.set_title((titles or {}).get(key, f"{key} per model"), fontsize="medium")
+    return _finish(fig, path, close)
+
+
+def _draw_bars(ax, table, metric: str, reference: Mapping[str, float], reference_label: str):
     models = list(table)
 
     def value(m, key):
@@ -685,10 +703,11 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
 
     vals = np.array([value(m, metric) for m in models])
     stds = np.array([value(m, metric + "_std") for m in models])
+    refs = np.array([np.nan if reference.get(m) is None else float(reference[m])
+                     for m in models])
     finite = np.isfinite(vals)
-    log = finite.any() and bool((vals[finite] > 0).all())
-    fig, axes = _new_figure(1, 1, panel=(max(4.0, 0.9 * len(models) + 1.5), 3.6))
-    ax = axes[0, 0]
+    shown = np.concatenate([vals[finite], refs[np.isfinite(refs)]])
+    log = shown.size > 0 and bool((shown > 0).all())
     pos = np.arange(len(models))
     colors = _colors(len(models))
     heights = np.where(finite, vals, 0.0)
@@ -701,6 +720,9 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
         ax.errorbar(pos[has_err], heights[has_err],
                     yerr=np.vstack([lower[has_err], err[has_err]]), fmt="none", ecolor="0.2",
                     elinewidth=1, capsize=4)
+    if np.isfinite(refs).any():
+        ax.plot(pos + 0.4, refs, "D", color="black", ms=6, ls="none", label=reference_label)
+        ax.legend(frameon=False, fontsize="small", loc="best")
     if log:
         ax.set_yscale("log")
     for x0, v, e, ok in zip(pos, vals, err, finite, strict=True):
@@ -713,7 +735,5 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
     ax.set_xticks(pos, models, rotation=30 if len(models) > 4 else 0,
                   ha="right" if len(models) > 4 else "center")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per model", fontsize="medium")
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.set_axisbelow(True)
-    return _finish(fig, path, close)
