@@ -238,3 +238,50 @@ def test_fit_stores_the_training_datas_global_minmax(phys_run, user_file):
                                                            rel=1e-12)
     fitted.info.pop("minmax")  # a run saved before: no minmax keys at all
     assert not [k for k in fitted.evaluate(Trajectories.load(user_file)) if "minmax" in k]
+
+
+# -- figures -------------------------------------------------------------------------------------
+def test_figures_of_a_physics_model_show_both_estimates_labelled(phys_run, user_file, tmp_path,
+                                                                 monkeypatch):
+    from warpphys import plots, report
+
+    seen = {}
+    for name in ("plot_trajectories", "plot_phase_portraits", "plot_error_comparison",
+                 "plot_param_recovery"):
+        original = getattr(plots, name)
+
+        def spy(*args, _name=name, _original=original, **kw):
+            predictions = args[2] if _name in ("plot_trajectories", "plot_error_comparison") \
+                else args[1]
+            seen[_name] = list(predictions)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(plots, name, spy)
+    fitted = api.load(phys_run)
+    traj = Trajectories.load(user_file)
+    paths = report.write_figures(fitted, traj, tmp_path / "figures", n_show=2)
+    assert {"trajectories.png", "phase_portraits.png", "error_vs_time.png",
+            "param_recovery.png"} <= {p.name for p in paths}
+    for name, labels in seen.items():
+        assert len(labels) == 2, name
+        assert any("amortised" in s for s in labels) and any("refined" in s for s in labels)
+        assert sum("[default]" in s for s in labels) == 1 and "[default]" in labels[1]
+
+
+def test_plots_draw_several_predictions_with_a_legend_entry_each():
+    from warpphys import plots
+
+    t = np.linspace(0, 1, 12)
+    x = np.stack([np.sin(6 * t), np.cos(6 * t)], -1)[None].repeat(2, 0)
+    preds = {"amortised": x + 0.1, "refined": x + 0.01}
+    for fig in (plots.plot_trajectories(t, x, preds, context=4, n=2),
+                plots.plot_phase_portraits(x, preds, context=4, n=2)):
+        texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        assert {"truth", "amortised", "refined"} <= set(texts)
+        # every panel: the truth and one line per prediction
+        assert all(len(ax.lines) >= 3 for ax in fig.axes if ax.get_visible())
+    fig = plots.plot_param_recovery(np.array([[1.0], [2.0]]),
+                                    {"amortised": np.array([[1.5], [2.0]]),
+                                     "refined": np.array([[1.0], [2.2]])}, names=["k"])
+    title = fig.axes[0].get_title()
+    assert "amortised 25.0%" in title and "refined 5.0%" in title
