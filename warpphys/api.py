@@ -40,6 +40,7 @@ from warpphys.fitted import (
     save_model,
 )
 from warpphys.limits import ResourceError, check_memory
+from warpphys.metrics import ESTIMATES, global_minmax, identifiable_ranges
 from warpphys.registry import (
     BASE_OPTIONS,
     MODEL_CLASSES,
@@ -105,6 +106,7 @@ def fit(
     figures: bool = True,
     progress: bool = True,
     param_names: dict[str, str] | None = None,
+    estimate: str | None = None,
     **options,
 ) -> FittedModel:
     """Train a model and write a run directory (config.json, model.pt, metrics.json, figures/).
@@ -131,6 +133,9 @@ def fit(
         param_names: ``{name in the data file: the system's parameter name}``, for files whose
             parameter columns carry their own names (recorded in the run's config as
             ``param_name_map``; ``evaluate`` and ``resume`` apply it).
+        estimate: for models with physical parameters, the estimate that the run's headline
+            metrics and figures use and that it keeps as its default: "refined" (default, the
+            most accurate) or "amortised" (one forward pass); both are always reported.
         **options: model and training options: width, depth, hyper_width, transition
             (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel),
             precision (fp32|tf32|bf16, of the training steps), and model-specific ones.
@@ -155,6 +160,8 @@ def fit(
                        figures=figures, max_seconds=max_seconds)
     seed = 0 if seed is None else seed
     _check_run_options(seed, max_seconds, options)
+    if estimate is not None and estimate not in ESTIMATES:
+        raise RunError(f"unknown estimate {estimate!r}; choose one of: {', '.join(ESTIMATES)}")
     if system is None and data is None:
         raise RunError("name a system with --system or a data file with --data")
     if system is not None and system not in systems.names():
@@ -209,8 +216,16 @@ def fit(
             )
     opts = resolve_options(model, options, epochs)
     _check_model_size(model, train, sys_, opts)
+    if estimate == "refined":
+        with torch.device("meta"):  # allocates nothing
+            has_params = MODELS[model](train.dim, sys_, opts).has_params
+        if not has_params:
+            raise RunError(f"model {model!r} has no physical parameters, so no refined "
+                           "estimate; leave --estimate out (or use amortised)")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
     info["param_name_map"] = dict(param_names or {})
+    if estimate is not None:
+        info["estimate"] = estimate
     info.update(test_data=None if test_data is None else str(test_data), max_seconds=max_seconds)
     build = staging_dir(run_dir, force=force)  # the old run stays until the new one is done
     try:
@@ -314,11 +329,12 @@ def _default_context(system, train: Trajectories, data) -> int:
 
 def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test) -> dict:
     sys_ = systems.get_system(system) if system else None
-    ranges = {}
+    ranges, ident_ranges = {}, {}
     params = train.system_params(sys_) if sys_ is not None else None
     if params is not None:
         ranges = {n: [float(params[:, j].min()), float(params[:, j].max())]
                   for j, n in enumerate(sys_.param_names)}
+        ident_ranges = identifiable_ranges(sys_, params)
     return {
         "model": model, "system": system, "data": None if data is None else str(data),
         "protocol": protocol, "seed": seed, "context": K, "device": dev, "options": opts,
@@ -326,7 +342,8 @@ def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, tes
         "dt": float(np.median(np.diff(train.t))),
         "state_names": list(train.state_names or (sys_.state_names if sys_ else [])),
         "param_names": list(sys_.param_names) if sys_ else list(train.param_names or []),
-        "param_ranges": ranges, "n_train": train.n, "n_val": val.n, "n_test": test.n,
+        "param_ranges": ranges, "identifiable_ranges": ident_ranges,
+        "minmax": global_minmax(train.x), "n_train": train.n, "n_val": val.n, "n_test": test.n,
         "state_mean": train.x.reshape(-1, train.dim).mean(0).tolist(),
         "state_std": train.x.reshape(-1, train.dim).std(0).clip(1e-8).tolist(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
@@ -507,10 +524,11 @@ def load(run_dir, device: str = "cpu") -> FittedModel:
 
 
 def evaluate(run_dir, data, context: int | None = None,
-             param_names: dict[str, str] | None = None) -> dict:
+             param_names: dict[str, str] | None = None, *, estimate: str | None = None) -> dict:
     """Metrics of a run on an .npz file. ``param_names`` ({name in the file: the system's name})
     renames the file's parameter columns; without it the run's recorded ``param_name_map``
-    renames those the file has."""
+    renames those the file has. ``estimate`` ("refined" or "amortised", default the run's: the
+    most accurate) decides the headline keys (see :meth:`FittedModel.evaluate`)."""
     fitted = load(run_dir)
     system = fitted.info.get("system")
     if param_names:
@@ -519,15 +537,18 @@ def evaluate(run_dir, data, context: int | None = None,
         traj = Trajectories.load(data, system=system)
         traj = traj.rename_params(fitted.info.get("param_name_map"), system, strict=False)
     _check_model_data(traj, None, f"--data {str(data)!r}")
-    return fitted.evaluate(traj, context)
+    return fitted.evaluate(traj, context, estimate=estimate)
 
 
-def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:
-    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys."""
+def predict(run_dir, data, context: int, horizon: int, out, *,
+            estimate: str | None = None) -> Trajectories:
+    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys;
+    ``estimate`` as in :func:`evaluate` (models with physical parameters: the refined rollout by
+    default)."""
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")
-    x_hat = fitted.predict(traj, context, horizon)
+    x_hat = fitted.predict(traj, context, horizon, estimate=estimate)
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,
                        system=traj.system)

@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--root", choices=["auto", *physics_root_names()],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
+    _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
@@ -129,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--context", type=_positive_int)
     _param_name_argument(e)
+    _estimate_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _estimate_option(r)
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -181,6 +184,17 @@ def _param_names(items: list[str]) -> dict[str, str] | None:
             raise UsageError(f"--param-name names {name!r} twice")
         mapping[name] = target
     return mapping or None
+
+
+def _estimate_option(parser) -> None:
+    from warpphys.metrics import ESTIMATES
+
+    parser.add_argument(
+        "--estimate", choices=ESTIMATES,
+        help="models with physical parameters: the estimate behind the headline metrics and "
+             "the rollout: refined (default: the most accurate, refined on the context) or "
+             "amortised (one forward pass); metrics always include both as *_amortised and "
+             "*_refined")
 
 
 def _device(name: str) -> str:
@@ -276,7 +290,7 @@ def cmd_fit(args) -> int:
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
         resume=args.resume, n_train=args.n_train, test_data=args.test_data,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-        figures=not args.no_figures, progress=not args.quiet,
+        figures=not args.no_figures, progress=not args.quiet, estimate=args.estimate,
         param_names=_param_names(args.param_names), **options,
     )
     from warpphys import distributed
@@ -288,18 +302,17 @@ def cmd_fit(args) -> int:
 
 
 def _summary(m: dict) -> dict:
-    keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-            "param_rel_error", "test_mse_refined", "param_rel_error_refined",
-            "valid_prediction_time",
-            "fit_seconds", "train_status")
-    return {k: m[k] for k in keys if k in m}
+    from warpphys.metrics import summary_keys  # the metric table decides what is printed
+
+    return {k: m[k] for k in summary_keys(m)}
 
 
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
     print(_json(api.evaluate(args.run_dir, args.data, args.context,
-                             param_names=_param_names(args.param_names)), indent=2))
+                             param_names=_param_names(args.param_names),
+                             estimate=args.estimate), indent=2))
     return 0
 
 
@@ -307,8 +320,12 @@ def cmd_predict(args) -> int:
     from warpphys import api
 
     _check_out(args.out, force=args.force, inputs=(args.data,))
-    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
-    print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
+    fitted = api.load(args.run_dir)
+    estimate = fitted.resolve_estimate(args.estimate)  # checked before any work, and said
+    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out,
+                      estimate=args.estimate)
+    said = {"estimate": estimate} if fitted.model.has_params else {}  # black box: keys as before
+    print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
     return 0
 
 
@@ -325,9 +342,11 @@ def cmd_reproduce(args) -> int:
     res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
                               noise=args.noise, models=models, device=args.device, log=log)
     print(_json({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
-                      "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
-                      "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
-                     indent=2))
+                 "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
+                 "test_mse": {m: e["test_mse"] for m, e in res["table"].items()},
+                 "test_mse_minmax": {m: e.get("test_mse_minmax")
+                                     for m, e in res["table"].items()}},
+                indent=2))
     return 0
 
 
