@@ -181,6 +181,8 @@ REFUSED = {
                                                "param_name_map"]),
     "resume with --param-name": (["fit", "--resume", "run", "--param-name", "mass=m"],
                                  ["--param-name cannot change on resume"]),
+    "resume with --estimate": (["fit", "--resume", "run", "--estimate", "amortised"],
+                               ["--estimate cannot change on resume"]),
     "resume with --data": (["fit", "--resume", "run", "--data", "data.npz"],
                            ["--data cannot change on resume"]),
     "resume with --out and --force": (["fit", "--resume", "run", "--out", "run", "--force"],

@@ -140,7 +140,8 @@ def test_cli_estimate_switch_on_fit_evaluate_and_predict(phys_run, user_file, tm
     cases = [([], fitted.predict_refined(traj, 5, 7)),
              (["--estimate", "amortised"], fitted.predict(traj, 5, 7, estimate="amortised"))]
     for flag, expected in cases:
-        pred = tmp_path / "pred.npz"
+        pred = tmp_path / f"pred_{flag[1] if flag else 'default'}.npz"  # predict never
+        # replaces an existing --out without --force
         assert cli.main(["predict", str(phys_run), "--data", str(user_file), "--context", "5",
                          "--horizon", "7", "--out", str(pred), *flag]) == 0
         said = json.loads(capsys.readouterr().out)["estimate"]

@@ -267,6 +267,13 @@ def test_param_name_on_the_command_line(named_file, tmp_path, capsys):
     assert config["param_name_map"] == THEIR_NAMES
     assert cli.main(["evaluate", str(run), "--data", str(named_file)]) == 0
     assert json.loads(capsys.readouterr().out)["param_rel_error"] < 1e-3
+    # the mapping given again, with the estimate switch: both estimates get parameter metrics
+    assert cli.main(["evaluate", str(run), "--data", str(named_file), *pairs, "--estimate",
+                     "amortised"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["estimate"] == "amortised"
+    assert printed["param_rel_error"] == printed["param_rel_error_amortised"]
+    assert printed["param_rel_error_refined"] < 1e-3
 
     refused(cli.main([*base, "--param-name", "weight=m", "--out", str(tmp_path / "a")]), capsys,
             "mine.npz", "'weight'", "not in the file's param_names")

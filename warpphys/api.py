@@ -148,6 +148,7 @@ def fit(
         given = {"--system": system, "--data": data, "--model": model, "--context": context,
                  "--out": out, "--seed": seed, "--n-train": n_train, "--test-data": test_data,
                  "--force": force or None, "--param-name": param_names or None,
+                 "--estimate": estimate,
                  **{f"--{k.replace('_', '-')}": v for k, v in options.items()}}
         extra = [name for name, value in given.items() if value is not None]
         if extra:
