@@ -217,8 +217,14 @@ class System:
                 )
             if lo > hi:
                 raise SystemInputError(f"range of {name!r} is empty: low {lo} > high {hi}")
-            if lo < p.minimum or (p.strict and lo <= p.minimum):
+            if lo < p.minimum:
                 raise SystemInputError(
                     f"range of {self.name} parameter {name!r} starts at {lo}, below its physical "
-                    f"minimum {p.minimum}; choose a range of non-negative (positive) values"
+                    f"minimum {p.minimum}; choose a range of "
+                    f"{'positive' if p.strict else 'non-negative'} values"
+                )
+            if p.strict and lo == p.minimum:
+                raise SystemInputError(
+                    f"range of {self.name} parameter {name!r} starts at {lo}, but it must be "
+                    f"greater than {p.minimum}; choose a range of positive values"
                 )

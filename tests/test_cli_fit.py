@@ -323,9 +323,11 @@ def test_existing_run_directory_is_refused_and_left_untouched(old_run, user_file
 
 
 def test_force_replaces_an_existing_run_directory(old_run, user_file, fit_cli):
-    (old_run / "notes.txt").write_text("stale")
+    (old_run / "figures").mkdir()
+    (old_run / "figures" / "stale.png").write_bytes(b"an old figure")
     assert fit_cli("--data", str(user_file), "--seed", "3", "--force", "--out", str(old_run)) == 0
-    assert not (old_run / "notes.txt").exists()
+    assert not (old_run / "figures").exists()  # the new run has --no-figures
+    assert not list(old_run.parent.glob(".old.*"))  # no staging or old copy left beside it
     assert json.loads((old_run / "config.json").read_text())["seed"] == 3
     assert api.load(old_run).info["seed"] == 3
 

@@ -21,7 +21,7 @@ def simulate(*args: str) -> int:
     return cli.main(["simulate", *args])
 
 
-@pytest.mark.parametrize("name", ["pendulum", "lotka_volterra", "spring_mass"])
+@pytest.mark.parametrize("name", systems.names())
 def test_simulate_writes_a_valid_file_for_every_system(name, tmp_path, capsys):
     out = tmp_path / f"{name}.npz"
     assert simulate("--system", name, "--n", "3", "--seed", "1", "--out", str(out)) == 0
@@ -74,8 +74,8 @@ def test_range_overrides_the_sampling_range(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--system", "pendulm"], "unknown system 'pendulm'; choose one of: lotka_volterra, "
-                                  "pendulum, pendulum_drag, spring_mass"),
+        (["--system", "pendulm"], "unknown system 'pendulm'; choose one of: "
+                                  + ", ".join(systems.names())),
         (["--preset", "msd3"], "unknown preset 'msd3'; choose one of: msd, msd-zero, lv"),
         (["--system", "pendulum", "--preset", "lv"], "preset 'lv' is for system"),
         ([], "name a system with --system"),

@@ -9,10 +9,13 @@ import torch
 import systems
 from warpphys.model import WARP, Normalizer
 from warpphys.physics import ClosedFormRoot, HybridRoot, ODERoot
+from warpphys.roots import ROOTS, physics_root_names
 
 torch.set_default_dtype(torch.float64)
 
-SYSTEMS = ["pendulum", "spring_mass", "lotka_volterra"]
+#: every registered system, and those whose equations are linear (closed-form root)
+SYSTEMS = systems.names()
+LINEAR = [name for name in SYSTEMS if systems.get_system(name).linear]
 
 
 def _true_run(name, n=4, seed=0):
@@ -86,24 +89,26 @@ def test_ode_root_is_stable_at_the_stiff_end_of_the_msd_test_ranges():
     assert float((pred - sim.x[:, 1:]).abs().max()) < 1e-3 * float(sim.x.abs().max())
 
 
-def test_closed_form_root_is_exact_for_spring_mass():
-    t, x, params = _true_run("spring_mass")
-    root = ClosedFormRoot("spring_mass").double()
+@pytest.mark.parametrize("name", LINEAR)
+def test_closed_form_root_is_exact_for_every_linear_system(name):
+    t, x, params = _true_run(name)
+    root = ClosedFormRoot(name).double()
     root.set_scales(params.numpy())
     pred = _step_all(root, t, x, params)
     # the data were integrated with dopri5 at rtol 1e-9: agreement to that tolerance
     assert float((pred - x[:, 1:]).abs().max()) < 1e-6 * float(x.abs().max())
 
 
-def test_hybrid_root_with_zero_correction_equals_the_ode_root():
-    t, x, params = _true_run("pendulum")
-    ode = ODERoot("pendulum").double()
-    hyb = HybridRoot("pendulum").double()
+@pytest.mark.parametrize("name", SYSTEMS)
+def test_hybrid_root_with_zero_correction_equals_the_ode_root(name):
+    t, x, params = _true_run(name)
+    ode = ODERoot(name).double()
+    hyb = HybridRoot(name).double()
     ode.set_scales(params.numpy())
     hyb.set_scales(params.numpy())
     theta = _theta_for(hyb, params)  # the correction's weights: initial values, zero last layer
     theta[:, ode.num_weights:] = hyb.initial_weights()[ode.num_weights:]
-    norm = _unit_normalizer(2)
+    norm = _unit_normalizer(x.shape[-1])
     dt = (t[1] - t[0]).expand(x.shape[0])
     tau = torch.zeros(x.shape[0])
     a, _ = ode(theta[:, : ode.num_weights], tau, x[:, 3], dt, norm)
@@ -111,10 +116,11 @@ def test_hybrid_root_with_zero_correction_equals_the_ode_root():
     torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("root_cls", [ODERoot, ClosedFormRoot, HybridRoot])
-def test_gradients_reach_the_recurrence_through_the_physics(root_cls):
+@pytest.mark.parametrize("kind", physics_root_names())
+def test_gradients_reach_the_recurrence_through_the_physics(kind):
+    # spring_mass: linear, so every physics root (closed form included) applies to it
     t, x, params = _true_run("spring_mass", n=3)
-    root = root_cls("spring_mass").double()
+    root = ROOTS[kind]("spring_mass").double()
     root.set_scales(params.numpy())
     model = WARP(2, root, hyper_width=8, diff="innovation").double()
     model.normalizer.fit(x)

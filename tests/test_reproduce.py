@@ -37,25 +37,40 @@ def test_study_writes_results_csv_md_and_figure(tiny_study):
     out, res, _ = tiny_study
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["model"] for r in rows] == list(reproduce.MODELS)
+    # one row per model, and per estimate for the models with physical parameters
+    labels = [reproduce.label({"model": r["model"], "estimate": r["estimate"]}) for r in rows]
+    expected = []
+    for m in reproduce.MODELS:
+        expected += ([f"{m} (amortised)", f"{m} (refined)"] if m in ("warp-phys", "classical")
+                     else [m])
+    assert labels == expected
     assert set(reproduce.COLUMNS) == set(rows[0])
+    assert {"test_mse_minmax", "ood_mse_minmax", "id_mse", "n_train"} <= set(rows[0])
+    with np.load(out / "data" / "seed0" / "train.npz") as f:
+        x_train = f["x"]
     for r in rows:
         assert float(r["test_mse"]) >= 0 and int(r["n_params"]) >= 0
         assert float(r["inference_seconds"]) > 0 and r["extrapolation_mse"] == ""  # msd: none
-    by_model = {r["model"]: r for r in rows}
-    assert float(by_model["classical"]["test_mse"]) < 1e-8  # clean data, exact physics
-    assert float(by_model["classical"]["param_rel_error"]) < 1e-4
-    assert by_model["warp-phys"]["param_rel_error"] != ""
-    assert by_model["gru"]["param_rel_error"] == ""
-    # refined beside the gradient-free estimate, for models with physical parameters only
-    wp = by_model["warp-phys"]
-    assert float(wp["param_rel_error_refined"]) < float(wp["param_rel_error"])
-    assert float(wp["test_mse_refined"]) < float(wp["test_mse"])
-    assert by_model["gru"]["test_mse_refined"] == "" and by_model["warp"]["refine_seconds"] == ""
+        # paper units: divided by half the training split's global range, squared (the split
+        # is 80% of the training file, so its range lies within the file's)
+        ratio = float(r["test_mse"]) / float(r["test_mse_minmax"])
+        assert 0 < ratio <= ((x_train.max() - x_train.min()) / 2) ** 2 * (1 + 1e-12)
+    by = dict(zip(labels, rows, strict=True))
+    assert float(by["classical (amortised)"]["test_mse"]) < 1e-8  # clean data, exact physics
+    assert float(by["classical (amortised)"]["param_rel_error"]) < 1e-4
+    assert by["warp-phys (amortised)"]["param_rel_error"] != ""
+    assert by["gru"]["param_rel_error"] == "" and by["gru"]["estimate"] == ""
+    # the refined estimate on its own row, beside the gradient-free one
+    wp, wr = by["warp-phys (amortised)"], by["warp-phys (refined)"]
+    assert float(wr["param_rel_error"]) < float(wp["param_rel_error"])
+    assert float(wr["test_mse"]) < float(wp["test_mse"])
     md = (out / "results.md").read_text()
-    assert "2nd-hand" in md and "| classical |" in md and "| 0.0143 |" in md  # paper's GRU
+    assert "2nd-hand" in md and "| classical (amortised) |" in md
+    assert "| warp-phys (refined) |" in md and "| 0.0143 |" in md  # paper's GRU
+    assert "paper units" in md and "units of its WARP-Phys number are uncertain" in md
+    assert "20,480 × 1,000 (batch 1024)" in md and "20,480 × 2,500 (batch 1024)" in md
     assert (out / "comparison.png").stat().st_size > 1000
-    assert set(res["table"]) == set(reproduce.MODELS)
+    assert set(res["table"]) == set(expected)
 
 
 def test_study_resumes_without_redoing_finished_runs(tiny_study, tmp_path):
@@ -108,7 +123,8 @@ def test_reproduce_cli_runs_a_subset_of_models(tmp_path, capsys):
                    "--out", str(tmp_path / "p")])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert set(summary["test_mse"]) == {"classical"}
+    assert set(summary["test_mse"]) == {"classical (amortised)", "classical (refined)"}
+    assert set(summary["test_mse_minmax"]) == set(summary["test_mse"])
     with open(tmp_path / "p" / "results.csv") as fh:
         row = next(csv.DictReader(fh))
     assert row["extrapolation_mse"] != ""  # pendulum tests run past the training window

@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import os
 import platform
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +32,15 @@ from warpphys.checkpoint import load as load_checkpoint
 from warpphys.data import DataError, Trajectories
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError
-from warpphys.fitted import FittedModel, extend_times, resolve_device, save_model
+from warpphys.fitted import (
+    FittedModel,
+    extend_times,
+    relative_times,
+    resolve_device,
+    save_model,
+)
+from warpphys.limits import ResourceError, check_memory
+from warpphys.metrics import ESTIMATES, global_minmax, identifiable_ranges
 from warpphys.registry import (
     BASE_OPTIONS,
     MODEL_CLASSES,
@@ -49,6 +59,8 @@ from warpphys.rundir import (
     default_out,
     jsonable,
     prepare_run_dir,
+    staging_dir,
+    swap_in,
     write_json,
 )
 from warpphys.train import TrainConfig, Trainer
@@ -61,9 +73,14 @@ __all__ = [
 
 # -- the fit job ---------------------------------------------------------------------------------
 def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectories, Trajectories]:
-    """Seeded 80/10/10 split of a user's file into train, validation and test trajectories."""
+    """Seeded 80/10/10 split of a user's file into train, validation and test trajectories.
+    A file of fewer than 3 trajectories (one long measurement) is first cut into about 10
+    consecutive windows (:meth:`Trajectories.windows`), with a warning."""
     if traj.n < 3:
-        raise DataError(f"need at least 3 trajectories to train, validate and test; got {traj.n}")
+        n = traj.n
+        traj = traj.windows(-(-10 // n))
+        warnings.warn(f"{n} trajectories are too few to split: cut into {traj.n} windows of "
+                      f"{traj.n_times} steps for training, validation and test", stacklevel=2)
     perm = np.random.default_rng(seed).permutation(traj.n)
     n_val = max(1, traj.n // 10)
     n_test = max(1, traj.n // 10)
@@ -80,7 +97,7 @@ def fit(
     context: int | None = None,
     out: str | os.PathLike | None = None,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     force: bool = False,
     resume: str | os.PathLike | None = None,
     n_train: int | None = None,
@@ -88,6 +105,8 @@ def fit(
     max_seconds: float | None = None,
     figures: bool = True,
     progress: bool = True,
+    param_names: dict[str, str] | None = None,
+    estimate: str | None = None,
     **options,
 ) -> FittedModel:
     """Train a model and write a run directory (config.json, model.pt, metrics.json, figures/).
@@ -102,11 +121,21 @@ def fit(
         epochs: training epochs (default 30). context: true steps fed before rolling out
             (default: the protocol's, else a quarter of the sequence).
         out: run directory (default ``runs/<system>-<model>-<time>``); must not exist unless
-            ``force`` (replace it). resume: continue an interrupted run directory.
-        device: "auto", "cpu" or "cuda". seed: seeds data, initialisation and batching.
+            ``force`` (replace a run directory of warpphys, only once the new run has
+            succeeded; never another folder). resume: continue an interrupted run
+            directory, with nothing else but ``epochs`` (train longer), ``device``,
+            ``max_seconds``, ``figures`` and ``progress``.
+        device: "auto", "cpu" or "cuda". seed: seeds data, initialisation and batching
+            (default 0).
         n_train: number of simulated training trajectories (with ``system`` alone).
         test_data: an .npz file to evaluate on instead of the held-out split.
         max_seconds: training time budget; figures/progress: write figures, show a progress bar.
+        param_names: ``{name in the data file: the system's parameter name}``, for files whose
+            parameter columns carry their own names (recorded in the run's config as
+            ``param_name_map``; ``evaluate`` and ``resume`` apply it).
+        estimate: for models with physical parameters, the estimate that the run's headline
+            metrics and figures use and that it keeps as its default: "refined" (default, the
+            most accurate) or "amortised" (one forward pass); both are always reported.
         **options: model and training options: width, depth, hyper_width, transition
             (dense|diagonal|lowrank), batch_size, lr, mode (autoregressive|parallel),
             precision (fp32|tf32|bf16, of the training steps), and model-specific ones.
@@ -116,13 +145,32 @@ def fit(
         the FittedModel, with ``metrics`` on the test data.
     """
     if resume is not None:
-        return _resume(Path(resume), device=device, progress=progress, figures=figures,
-                       max_seconds=max_seconds)
+        given = {"--system": system, "--data": data, "--model": model, "--context": context,
+                 "--out": out, "--seed": seed, "--n-train": n_train, "--test-data": test_data,
+                 "--force": force or None, "--param-name": param_names or None,
+                 "--estimate": estimate,
+                 **{f"--{k.replace('_', '-')}": v for k, v in options.items()}}
+        extra = [name for name, value in given.items() if value is not None]
+        if extra:
+            raise RunError(
+                f"--resume continues {str(resume)!r} with the options it was made with; "
+                f"{', '.join(extra)} cannot change on resume (allowed: --epochs to train longer, "
+                f"--max-minutes, --device); to change them start a new run with --out"
+            )
+        return _resume(Path(resume), epochs=epochs, device=device, progress=progress,
+                       figures=figures, max_seconds=max_seconds)
+    seed = 0 if seed is None else seed
+    _check_run_options(seed, max_seconds, options)
+    if estimate is not None and estimate not in ESTIMATES:
+        raise RunError(f"unknown estimate {estimate!r}; choose one of: {', '.join(ESTIMATES)}")
     if system is None and data is None:
         raise RunError("name a system with --system or a data file with --data")
     if system is not None and system not in systems.names():
         raise RunError(f"unknown system {system!r}; choose one of: {', '.join(systems.names())}")
-    traj_all = Trajectories.load(data, system=system) if data is not None else None
+    if param_names and data is None:
+        raise RunError("--param-name renames the parameters of a --data file; pass --data FILE")
+    traj_all = (Trajectories.load(data, system=system, param_names=param_names)
+                if data is not None else None)
     if system is None and traj_all is not None and traj_all.system is not None:
         system = traj_all.system
     model = model or default_model(system)
@@ -132,8 +180,14 @@ def fit(
     if unknown:
         raise RunError(f"unknown options {sorted(unknown)} for model {model!r}")
     test_file = Trajectories.load(test_data, system=system) if test_data is not None else None
+    if test_file is not None:
+        test_file = test_file.rename_params(param_names, system, strict=False)
+    sys_ = systems.get_system(system) if system else None
+    for what, path, traj in (("--data", data, traj_all), ("--test-data", test_data, test_file)):
+        if traj is not None:
+            _check_model_data(traj, sys_, f"{what} {str(path)!r}")
     run_dir = Path(out or default_out(system, data, model))
-    check_run_dir(run_dir, force=force)  # created (or emptied) only once all inputs are valid
+    check_run_dir(run_dir, force=force)  # nothing is changed before the new run has succeeded
     dev = resolve_device(device)
     torch.manual_seed(seed)
 
@@ -148,17 +202,122 @@ def fit(
         test = simulate_data(system, proto.n_test, "test", seed)
         protocol = proto.name
     if test_file is not None:
+        if test_file.dim != train.dim:
+            raise DataError(
+                f"--test-data {str(test_data)!r} has state size d = {test_file.dim}, the "
+                f"training data d = {train.dim}"
+            )
         test = test_file
     K = context if context is not None else _default_context(system, train, data)
-    if not 1 <= K < train.n_times:
-        raise DataError(
-            f"--context {K} must be at least 1 and smaller than the sequence length "
-            f"T = {train.n_times}"
-        )
+    for what, traj in (("", train), ("--test-data ", test_file)):
+        if traj is not None and not 1 <= K < traj.n_times:
+            raise DataError(
+                f"--context {K} must be at least 1 and smaller than the sequence length "
+                f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else "")
+            )
     opts = resolve_options(model, options, epochs)
+    _check_model_size(model, train, sys_, opts)
+    if estimate == "refined":
+        with torch.device("meta"):  # allocates nothing
+            has_params = MODELS[model](train.dim, sys_, opts).has_params
+        if not has_params:
+            raise RunError(f"model {model!r} has no physical parameters, so no refined "
+                           "estimate; leave --estimate out (or use amortised)")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
-    return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
-                             figures=figures, max_seconds=max_seconds, force=force)
+    info["param_name_map"] = dict(param_names or {})
+    if estimate is not None:
+        info["estimate"] = estimate
+    info.update(test_data=None if test_data is None else str(test_data), max_seconds=max_seconds)
+    build = staging_dir(run_dir, force=force)  # the old run stays until the new one is done
+    try:
+        fitted = _train_and_report(build, info, train, val, test, dev, progress=progress,
+                                   figures=figures, max_seconds=max_seconds, force=force)
+    except KeyboardInterrupt:
+        raise _interrupted(build, run_dir) from None
+    except BaseException:
+        if build != run_dir:
+            shutil.rmtree(build, ignore_errors=True)
+        raise
+    swap_in(build, run_dir)
+    fitted.run_dir = run_dir
+    return fitted
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a fit; the message says where the last checkpoint is and how to resume."""
+
+
+def _interrupted(build: Path, run_dir: Path) -> FitInterrupted:
+    if not (build / LAST_FILE).exists():
+        if build != run_dir:
+            shutil.rmtree(build, ignore_errors=True)
+        kept = f"; {str(run_dir)!r} is unchanged" if build != run_dir else ""
+        return FitInterrupted(f"interrupted before the first checkpoint was written{kept}")
+    kept = (f" (the run {str(run_dir)!r} you asked to replace is unchanged)"
+            if build != run_dir else "")
+    return FitInterrupted(
+        f"interrupted; the last checkpoint is {str(build / LAST_FILE)!r}{kept}: continue with "
+        f"`warpphys fit --resume {build}`"
+    )
+
+
+def _check_run_options(seed, max_seconds, options: dict) -> None:
+    """Refuse a seed, time budget or learning rate that cannot give a meaningful run."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise RunError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise RunError(f"the time budget (--max-minutes) must be a positive number, got "
+                       f"{max_seconds / 60 if math.isfinite(max_seconds) else max_seconds}")
+    for key in ("lr", "lr_transition"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)
+                                      and value > 0):
+            raise RunError(f"--{key.replace('_', '-')} must be a positive finite learning "
+                           f"rate, e.g. 1e-3; got {value}")
+
+
+#: states beyond this overflow when squared in float32, the arithmetic of the models
+FLOAT32_STATE_LIMIT = float(np.sqrt(np.finfo(np.float32).max)) / 10
+
+
+def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
+    """Refuse data the models cannot use: states beyond float32's range (they overflow), and
+    parameters a physical system cannot have (negative mass, length, ...)."""
+    top = float(np.abs(traj.x).max())
+    if top > FLOAT32_STATE_LIMIT:
+        raise DataError(
+            f"{what}: states reach {top:.3g}, too large for the float32 arithmetic of the models "
+            f"(squares overflow beyond {FLOAT32_STATE_LIMIT:.1g}); rescale the data, e.g. to "
+            f"other units"
+        )
+    params = None
+    if sys_ is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unmatched columns are reported where they are used
+            params = traj.system_params(sys_)
+    if params is not None:
+        try:
+            sys_.check_params(params)
+        except systems.SystemInputError as e:
+            raise DataError(f"{what}: {e}") from None
+
+
+def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None:
+    """Refuse a model too big for this machine before building it (counted on the meta
+    device, which allocates nothing)."""
+    sizes = f"--model {model} with --width {opts['width']}, --depth {opts['depth']}"
+    try:
+        with torch.device("meta"):
+            net = MODELS[model](train.dim, sys_, opts)
+        n_weights = sum(p.numel() for p in net.parameters())
+    except RuntimeError as e:
+        if "overflow" not in str(e):
+            raise
+        raise ResourceError(f"{sizes} would have more weights than memory can hold; use a "
+                            f"smaller --width or --depth") from None
+    # weights, gradients, Adam's two moments and the best and last good copies: 6 float32 each
+    check_memory(24.0 * n_weights, f"{sizes} ({n_weights:.3g} weights)",
+                 "use a smaller --width or --depth")
 
 
 def _default_context(system, train: Trajectories, data) -> int:
@@ -171,11 +330,12 @@ def _default_context(system, train: Trajectories, data) -> int:
 
 def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test) -> dict:
     sys_ = systems.get_system(system) if system else None
-    ranges = {}
+    ranges, ident_ranges = {}, {}
     params = train.system_params(sys_) if sys_ is not None else None
     if params is not None:
         ranges = {n: [float(params[:, j].min()), float(params[:, j].max())]
                   for j, n in enumerate(sys_.param_names)}
+        ident_ranges = identifiable_ranges(sys_, params)
     return {
         "model": model, "system": system, "data": None if data is None else str(data),
         "protocol": protocol, "seed": seed, "context": K, "device": dev, "options": opts,
@@ -183,7 +343,8 @@ def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, tes
         "dt": float(np.median(np.diff(train.t))),
         "state_names": list(train.state_names or (sys_.state_names if sys_ else [])),
         "param_names": list(sys_.param_names) if sys_ else list(train.param_names or []),
-        "param_ranges": ranges, "n_train": train.n, "n_val": val.n, "n_test": test.n,
+        "param_ranges": ranges, "identifiable_ranges": ident_ranges,
+        "minmax": global_minmax(train.x), "n_train": train.n, "n_val": val.n, "n_test": test.n,
         "state_mean": train.x.reshape(-1, train.dim).mean(0).tolist(),
         "state_std": train.x.reshape(-1, train.dim).std(0).clip(1e-8).tolist(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
@@ -193,7 +354,7 @@ def _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, tes
 
 def _tensors(traj: Trajectories, dev: str):
     return (torch.as_tensor(traj.x, dtype=torch.float32, device=dev),
-            torch.as_tensor(traj.t, dtype=torch.float32, device=dev))
+            relative_times(traj.t, torch.float32, dev))
 
 
 def _on_every_rank(train_and_report):
@@ -302,15 +463,55 @@ def _fresh_training_data(info, net, sys_, dev, steps):
     return resample
 
 
-def _resume(run_dir: Path, *, device, progress, figures, max_seconds) -> FittedModel:
-    if not (run_dir / CONFIG_FILE).exists() or not (run_dir / LAST_FILE).exists():
+#: config.json entries that shape a run: a resumed run must find them as its checkpoint has them
+SHAPING_KEYS = ("model", "system", "data", "test_data", "param_name_map", "protocol", "seed",
+                "context", "options", "window", "n_steps", "n_train", "state_mean", "state_std")
+
+
+def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) -> FittedModel:
+    config_file, last_file = run_dir / CONFIG_FILE, run_dir / LAST_FILE
+    if not config_file.exists() or not last_file.exists():
         raise RunError(f"{str(run_dir)!r} has no {CONFIG_FILE} and {LAST_FILE} to resume from")
-    info = json.loads((run_dir / CONFIG_FILE).read_text())
-    state = load_checkpoint(run_dir / LAST_FILE)
+    try:
+        info = json.loads(config_file.read_text())
+    except ValueError as e:
+        raise RunError(f"{str(config_file)!r} is not valid JSON ({e}); it cannot be resumed") \
+            from None
+    state = load_checkpoint(last_file)
     if state.get("kind") != "training":
-        raise CheckpointError(f"{run_dir / LAST_FILE} is not a training checkpoint")
+        raise CheckpointError(f"{last_file} is not a training checkpoint")
+    try:
+        saved = json.loads(state["info"])
+        if not isinstance(saved, dict):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{str(last_file)!r} has no run configuration of warpphys ('info'); it was not "
+            f"written by `warpphys fit` and cannot be resumed"
+        ) from None
+    changed = [k for k in SHAPING_KEYS if info.get(k) != saved.get(k)]
+    if changed:
+        k = changed[0]
+        raise RunError(
+            f"{str(config_file)!r} does not match the checkpoint {str(last_file)!r} "
+            f"({', '.join(changed)} differ, e.g. {k}: {info.get(k)!r} in {CONFIG_FILE}, "
+            f"{saved.get(k)!r} in {LAST_FILE}); was it edited? Restore it, or start a new run"
+        )
+    info = saved
+    if epochs is not None:
+        done = int(state.get("epoch", 0))
+        if epochs <= done:
+            raise RunError(
+                f"--epochs {epochs} on --resume must exceed the {done} epochs already trained "
+                f"in {str(run_dir)!r}"
+            )
+        info = {**info, "options": {**info["options"], "epochs": int(epochs)}}
+    if max_seconds is not None:
+        _check_run_options(info["seed"], max_seconds, {})
+        info = {**info, "max_seconds": max_seconds}
     if info["data"] is not None:
-        traj = Trajectories.load(info["data"], system=info["system"])
+        traj = Trajectories.load(info["data"], system=info["system"],
+                                 param_names=info.get("param_name_map"))
         train, val, test = _split_file(traj, info["seed"])
     else:
         proto = systems.get_system(info["system"]).default
@@ -318,9 +519,38 @@ def _resume(run_dir: Path, *, device, progress, figures, max_seconds) -> FittedM
         train = simulate_data(info["system"], info["n_train"], "train", seed)
         val = simulate_data(info["system"], proto.n_val, "val", seed)
         test = simulate_data(info["system"], proto.n_test, "test", seed)
+    if info.get("test_data") is not None:
+        test = Trajectories.load(info["test_data"], system=info["system"]).rename_params(
+            info.get("param_name_map"), info["system"], strict=False)
+    _check_architecture(info, train, state, last_file)
     dev = resolve_device(device)
-    return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
-                             figures=figures, max_seconds=max_seconds, resume_state=state)
+    try:
+        return _train_and_report(run_dir, info, train, val, test, dev, progress=progress,
+                                 figures=figures, max_seconds=max_seconds, resume_state=state)
+    except KeyboardInterrupt:
+        raise _interrupted(run_dir, run_dir) from None
+
+
+def _check_architecture(info: dict, train: Trajectories, state: dict, path: Path) -> None:
+    """Refuse a training checkpoint whose weights do not fit the model its config describes."""
+    sys_ = systems.get_system(info["system"]) if info["system"] else None
+    try:
+        with torch.device("meta"):
+            net = MODELS[info["model"]](train.dim, sys_, info["options"])
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in state["model_state"].items()}
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f"{str(path)!r} cannot be resumed: it does not hold the training state of a "
+            f"{info.get('model')!r} model ({type(e).__name__}: {e})"
+        ) from None
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
+        raise CheckpointError(
+            f"{str(path)!r} holds weights of another architecture than the {info['model']!r} "
+            f"model that {CONFIG_FILE} describes (first difference: {diff[0]!r}); it cannot be "
+            f"resumed, start a new run"
+        )
 
 
 # -- convenience ---------------------------------------------------------------------------------
@@ -329,17 +559,32 @@ def load(run_dir, device: str = "cpu") -> FittedModel:
     return FittedModel.load(run_dir, device)
 
 
-def evaluate(run_dir, data, context: int | None = None) -> dict:
-    """Metrics of a run on an .npz file."""
+def evaluate(run_dir, data, context: int | None = None,
+             param_names: dict[str, str] | None = None, *, estimate: str | None = None) -> dict:
+    """Metrics of a run on an .npz file. ``param_names`` ({name in the file: the system's name})
+    renames the file's parameter columns; without it the run's recorded ``param_name_map``
+    renames those the file has. ``estimate`` ("refined" or "amortised", default the run's: the
+    most accurate) decides the headline keys (see :meth:`FittedModel.evaluate`)."""
     fitted = load(run_dir)
-    return fitted.evaluate(Trajectories.load(data, system=fitted.info.get("system")), context)
+    system = fitted.info.get("system")
+    if param_names:
+        traj = Trajectories.load(data, system=system, param_names=param_names)
+    else:
+        traj = Trajectories.load(data, system=system)
+        traj = traj.rename_params(fitted.info.get("param_name_map"), system, strict=False)
+    _check_model_data(traj, None, f"--data {str(data)!r}")
+    return fitted.evaluate(traj, context, estimate=estimate)
 
 
-def predict(run_dir, data, context: int, horizon: int, out) -> Trajectories:
-    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys."""
+def predict(run_dir, data, context: int, horizon: int, out, *,
+            estimate: str | None = None) -> Trajectories:
+    """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys;
+    ``estimate`` as in :func:`evaluate` (models with physical parameters: the refined rollout by
+    default)."""
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
-    x_hat = fitted.predict(traj, context, horizon)
+    _check_model_data(traj, None, f"--data {str(data)!r}")
+    x_hat = fitted.predict(traj, context, horizon, estimate=estimate)
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,
                        system=traj.system)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 
@@ -13,10 +14,18 @@ from warpphys.errors import WarpphysError
 from warpphys.roots import physics_root_names
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line (the problem and where to find help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _positive_int(text: str) -> int:
@@ -29,8 +38,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"a seed is a whole number from 0 to 2**63 - 1, got {text!r}"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="warpphys",
         description="Learn and extrapolate physical dynamical systems with WARP.",
     )
@@ -45,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train/val: training parameter ranges; test: the wider out-of-distribution ranges "
         "(default: train)",
     )
-    s.add_argument("--seed", type=int, default=0,
+    s.add_argument("--seed", type=_seed, default=0,
                    help="random seed; the same seed and split give the same file (default: 0)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     s.add_argument(
@@ -54,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
     s.add_argument("--out", required=True, help="output .npz file")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_simulate)
 
     f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
@@ -61,20 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--system", help=f"one of: {', '.join(systems.names())}; alone, data are "
                                       "simulated")
     src.add_argument("--data", help="an .npz trajectory file (split 80/10/10)")
+    _param_name_argument(src)
     f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline: "
                                    f"{', '.join(sorted(registry.MODELS))}")
-    f.add_argument("--epochs", type=_positive_int)
+    f.add_argument("--epochs", type=_positive_int,
+                   help="training epochs (with --resume: train on up to this many)")
     f.add_argument("--context", type=_positive_int, help="true steps fed before rolling out")
     f.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, help="random seed (default 0)")
     f.add_argument("--out", help="run directory (default runs/<system>-<model>-<time>)")
-    f.add_argument("--force", action="store_true", help="replace an existing run directory")
+    f.add_argument("--force", action="store_true",
+                   help="replace an existing run directory of warpphys, once the new run is done")
     f.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     f.add_argument("--n-train", type=_positive_int, help="simulated training trajectories")
     f.add_argument("--test-data", help="evaluate on this .npz file instead of the held-out split")
-    f.add_argument("--max-minutes", type=float, help="training time budget")
+    f.add_argument("--max-minutes", type=_positive_float, help="training time budget")
     f.add_argument("--batch-size", type=_positive_int)
-    f.add_argument("--lr", type=float)
+    f.add_argument("--lr", type=_positive_float)
     f.add_argument("--width", type=_positive_int, help="root network width")
     f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
     f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
@@ -85,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--root", choices=["auto", *physics_root_names()],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
+    _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
@@ -93,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", required=True)
     e.add_argument("--context", type=_positive_int)
+    _param_name_argument(e)
+    _estimate_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -101,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--context", type=_positive_int, required=True)
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _estimate_option(r)
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -119,6 +159,42 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
     q.set_defaults(func=cmd_reproduce)
     return p
+
+
+def _param_name_argument(group) -> None:
+    group.add_argument(
+        "--param-name", dest="param_names", action="append", default=[],
+        metavar="FILE_NAME=SYSTEM_NAME",
+        help="the file's parameter column FILE_NAME is the system's parameter SYSTEM_NAME "
+        "(repeatable), e.g. --param-name mass=m --param-name stiffness=k; recorded in the run",
+    )
+
+
+def _param_names(items: list[str]) -> dict[str, str] | None:
+    """Parse ``FILE_NAME=SYSTEM_NAME`` items into ``{FILE_NAME: SYSTEM_NAME}`` (None if none)."""
+    mapping = {}
+    for item in items:
+        name, eq, target = (part.strip() for part in item.partition("="))
+        if not (eq and name and target):
+            raise UsageError(
+                f"--param-name {item!r} is not of the form FILE_NAME=SYSTEM_NAME, "
+                f"e.g. --param-name mass=m"
+            )
+        if name in mapping:
+            raise UsageError(f"--param-name names {name!r} twice")
+        mapping[name] = target
+    return mapping or None
+
+
+def _estimate_option(parser) -> None:
+    from warpphys.metrics import ESTIMATES
+
+    parser.add_argument(
+        "--estimate", choices=ESTIMATES,
+        help="models with physical parameters: the estimate behind the headline metrics and "
+             "the rollout: refined (default: the most accurate, refined on the context) or "
+             "amortised (one forward pass); metrics always include both as *_amortised and "
+             "*_refined")
 
 
 def _device(name: str) -> str:
@@ -145,8 +221,9 @@ def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
     return ranges
 
 
-def _check_out(out: str) -> None:
-    """Refuse an --out path that cannot be written, before any simulation is done."""
+def _check_out(out: str, *, force: bool = False, inputs: tuple = ()) -> None:
+    """Refuse an --out path that cannot be written, or would replace a file (an input file
+    always; another only with ``force``), before any work is done."""
     import os
     from pathlib import Path
 
@@ -155,6 +232,13 @@ def _check_out(out: str) -> None:
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {out!r} is a folder; name an .npz file, e.g. {out}/data.npz")
+    for given in inputs:
+        if path.exists() and Path(given).exists() and path.samefile(given):
+            raise UsageError(f"--out {out!r} is the input file --data {given!r}; name another "
+                             f"file, the input is never overwritten")
+    if path.exists() and not force:
+        raise UsageError(f"--out {out!r} exists already; name another file, or replace it "
+                         f"with --force")
     for folder in path.absolute().parents:
         if folder.exists():
             if not folder.is_dir():
@@ -179,7 +263,7 @@ def cmd_simulate(args) -> int:
         raise UsageError(
             f"unknown preset {args.preset!r}; choose one of: {', '.join(systems.PRESETS)}"
         )
-    _check_out(args.out)
+    _check_out(args.out, force=args.force)
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
         device=_device(args.device), ranges=_ranges(args.ranges),
@@ -188,7 +272,7 @@ def cmd_simulate(args) -> int:
         traj.save(args.out)
     except OSError as e:
         raise UsageError(f"cannot write --out {args.out!r}: {e.strerror or e}") from None
-    print(json.dumps({
+    print(_json({
         "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
         "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
     }))
@@ -206,38 +290,42 @@ def cmd_fit(args) -> int:
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
         resume=args.resume, n_train=args.n_train, test_data=args.test_data,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-        figures=not args.no_figures, progress=not args.quiet, **options,
+        figures=not args.no_figures, progress=not args.quiet, estimate=args.estimate,
+        param_names=_param_names(args.param_names), **options,
     )
     from warpphys import distributed
 
     if not distributed.is_main():  # under torchrun, rank 0 prints the summary
         return 0
-    print(json.dumps({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
+    print(_json({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
     return 0
 
 
 def _summary(m: dict) -> dict:
-    keys = ("model", "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-            "param_rel_error", "test_mse_refined", "param_rel_error_refined",
-            "valid_prediction_time",
-            "fit_seconds", "train_status")
-    return {k: m[k] for k in keys if k in m}
+    from warpphys.metrics import summary_keys  # the metric table decides what is printed
+
+    return {k: m[k] for k in summary_keys(m)}
 
 
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
-    print(json.dumps(api.evaluate(args.run_dir, args.data, args.context), indent=2))
+    print(_json(api.evaluate(args.run_dir, args.data, args.context,
+                             param_names=_param_names(args.param_names),
+                             estimate=args.estimate), indent=2))
     return 0
 
 
 def cmd_predict(args) -> int:
     from warpphys import api
 
-    if not args.out.endswith(".npz"):
-        raise UsageError(f"--out must name an .npz file, got {args.out!r}")
-    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out)
-    print(json.dumps({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim}))
+    _check_out(args.out, force=args.force, inputs=(args.data,))
+    fitted = api.load(args.run_dir)
+    estimate = fitted.resolve_estimate(args.estimate)  # checked before any work, and said
+    res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out,
+                      estimate=args.estimate)
+    said = {"estimate": estimate} if fitted.model.has_params else {}  # black box: keys as before
+    print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
     return 0
 
 
@@ -246,28 +334,72 @@ def cmd_reproduce(args) -> int:
 
     models = None if args.models is None else [m.strip() for m in args.models.split(",")
                                                if m.strip()]
+    if models == []:
+        raise UsageError(f"--models {args.models!r} names no model; give a comma-separated list, "
+                         f"e.g. --models warp-phys,gru, or leave it out for all")
     log = None if args.quiet else (lambda msg: print(f"reproduce: {msg}", file=sys.stderr,
                                                      flush=True))
     res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
                               noise=args.noise, models=models, device=args.device, log=log)
-    print(json.dumps({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
-                      "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
-                      "test_mse": {m: e["test_mse"] for m, e in res["table"].items()}},
-                     indent=2))
+    print(_json({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
+                 "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
+                 "test_mse": {m: e["test_mse"] for m, e in res["table"].items()},
+                 "test_mse_minmax": {m: e.get("test_mse_minmax")
+                                     for m, e in res["table"].items()}},
+                indent=2))
     return 0
 
 
+def _json(obj, **kw) -> str:
+    """Strict JSON (no NaN or Infinity: non-finite numbers are written as null)."""
+    from warpphys.rundir import finite_json
+
+    return json.dumps(finite_json(obj), allow_nan=False, **kw)
+
+
+def _os_error(e: OSError) -> str:
+    """An operating-system error as one line naming the path and the problem."""
+    name = e.filename
+    if isinstance(name, str) and len(name) > 80:
+        name = f"{name[:30]}...{name[-30:]} ({len(name)} characters)"
+    where = f"{name!r}" if name is not None else "a file"
+    if e.filename2 is not None:
+        where += f" -> {e.filename2!r}"
+    return f"cannot use {where}: {e.strerror or e}"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a usage error: one line, SystemExit(2)
+    command = args.command
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
-    except (UsageError, WarpphysError, systems.SystemInputError, FileNotFoundError,
-            FileExistsError) as e:
+    except (UsageError, WarpphysError, systems.SystemInputError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"warpphys {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(command, msg)
+    except OSError as e:
+        return _fail(command, _os_error(e))
+    except KeyboardInterrupt as e:
+        print(f"warpphys {command}: {e.args[0] if e.args else 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return _fail(command, f"out of memory ({first[:160]}); use smaller sizes (--n, "
+                              f"--width, --batch-size, --horizon)")
+
+
+def _fail(command: str, msg: str) -> int:
+    print(f"warpphys {command}: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

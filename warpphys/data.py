@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 import zipfile
@@ -23,6 +24,7 @@ import torch
 
 import systems
 from warpphys.errors import WarpphysError
+from warpphys.limits import ResourceError, check_memory
 from warpphys.rundir import atomic_open
 
 
@@ -55,11 +57,11 @@ class Trajectories:
         if self.params is not None:
             self.params = np.asarray(self.params, dtype=np.float64)
         if self.state_names is not None:
-            self.state_names = tuple(str(s) for s in np.atleast_1d(self.state_names))
+            self.state_names = tuple(_text(s) for s in np.atleast_1d(self.state_names))
         if self.param_names is not None:
-            self.param_names = tuple(str(s) for s in np.atleast_1d(self.param_names))
+            self.param_names = tuple(_text(s) for s in np.atleast_1d(self.param_names))
         if self.system is not None:
-            self.system = str(self.system)
+            self.system = _text(self.system)
         validate(self)
 
     # -- views ------------------------------------------------------------------------------
@@ -83,6 +85,32 @@ class Trajectories:
         return replace(
             self, x=self.x[index], params=None if self.params is None else self.params[index]
         )
+
+    def windows(self, n_windows: int) -> Trajectories:
+        """Each trajectory cut into ``n_windows`` consecutive windows of ``T // n_windows`` steps
+        (the last ``T mod n_windows`` steps dropped): ``N * n_windows`` trajectories, each
+        window's times shifted to start at ``t[0]`` and its parameters repeated. Valid for the
+        autonomous systems of ``systems`` (time shifts change nothing). Needs regular sampling
+        (the windows must share their sample times) and at least 4 steps per window."""
+        n_windows = int(n_windows)
+        L = self.n_times // n_windows
+        fix = ("store several trajectories sharing one time grid, x of shape (N, T, d) with "
+               "N >= 3")
+        if L < 4:
+            raise DataError(
+                f"{self.n} trajectories of {self.n_times} steps are too few to cut into "
+                f"{n_windows} windows of at least 4 steps; {fix}"
+            )
+        t = self.t[:n_windows * L].reshape(n_windows, L)
+        rel = t - t[:, :1]
+        if not np.allclose(rel, rel[0], rtol=1e-6, atol=1e-9 * abs(self.t[-1] - self.t[0])):
+            raise DataError(
+                f"{self.n} trajectories are too few to split into train, validation and test; "
+                f"cutting them into windows needs regular sampling, but 't' is irregular: {fix}"
+            )
+        x = self.x[:, :n_windows * L].reshape(self.n * n_windows, L, self.dim)
+        params = None if self.params is None else np.repeat(self.params, n_windows, axis=0)
+        return replace(self, t=rel[0] + self.t[0], x=x, params=params)
 
     def system_params(self, system: systems.System) -> np.ndarray | None:
         """``params`` with columns in the system's order, matched by ``param_names``.
@@ -111,6 +139,46 @@ class Trajectories:
             )
             return None
         return self.params[:, [names.index(p) for p in system.param_names]]
+
+    def rename_params(self, mapping: dict[str, str] | None, system: str | None = None, *,
+                      strict: bool = True) -> Trajectories:
+        """A copy whose ``param_names`` are renamed by ``mapping`` ({name in the file: the
+        system's parameter name}), so that :meth:`system_params` matches them; e.g.
+        ``{"mass": "m", "stiffness": "k"}``. ``system`` defaults to the file's.
+
+        Raises DataError when a target is not a parameter of the system, two names map onto one,
+        or (``strict``) a name is not among the file's ``param_names``; without ``strict`` such
+        names are skipped (a recorded mapping applied to another file)."""
+        if not mapping:
+            return self
+        name = system or self.system
+        where = "pass --system NAME (or a file whose 'system' key names one)"
+        if name is None:
+            raise DataError(f"--param-name maps onto a system's parameters: {where}")
+        sys_ = systems.get_system(name)
+        wrong = sorted(v for v in mapping.values() if v not in sys_.param_names)
+        if wrong:
+            raise DataError(
+                f"--param-name: {wrong} not parameters of {sys_.name}, whose parameters are "
+                f"{list(sys_.param_names)}"
+            )
+        if len(set(mapping.values())) < len(mapping):
+            raise DataError(f"--param-name maps two names onto one parameter: {mapping}")
+        have = self.param_names or ()
+        absent = sorted(k for k in mapping if k not in have)
+        if strict and absent:
+            raise DataError(
+                f"--param-name: {absent} not in the file's param_names "
+                f"{list(have) if have else '(it has none)'}"
+            )
+        names = tuple(mapping.get(n, n) for n in have)
+        clash = sorted(n for n in set(names) if names.count(n) > 1)
+        if clash:
+            raise DataError(
+                f"--param-name: the file would have two columns named {clash}; map the other "
+                f"one away too"
+            )
+        return replace(self, param_names=names or None)
 
     # -- torch ------------------------------------------------------------------------------
     @classmethod
@@ -141,10 +209,16 @@ class Trajectories:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, system: str | None = None) -> Trajectories:
-        """Read and validate an .npz file; ``system`` (if given) must match its state size."""
+    def load(cls, path: str | os.PathLike, system: str | None = None, *,
+             param_names: dict[str, str] | None = None) -> Trajectories:
+        """Read and validate an .npz file; ``system`` (if given) must match its state size.
+        ``param_names`` ({name in the file: the system's name}) renames parameter columns
+        (see :meth:`rename_params`)."""
         path = Path(path)
         if not path.exists():
+            if path.is_symlink():
+                raise DataError(f"data file {str(path)!r} is a symbolic link to nothing "
+                                f"readable (a missing target, or a loop of links)")
             raise DataError(f"data file {str(path)!r} does not exist")
         hint = "write one with numpy.savez(path, t=..., x=...) or `warpphys simulate`"
         try:
@@ -155,9 +229,9 @@ class Trajectories:
                     f"{hint}"
                 )
             with loaded as f:
-                raw = {k: f[k] for k in f.files}
+                raw = _read_keys(f, path)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            if isinstance(e, DataError):
+            if isinstance(e, WarpphysError):
                 raise
             if "Object arrays" in str(e):
                 raise DataError(
@@ -177,12 +251,12 @@ class Trajectories:
             )
         if "t" not in raw:
             raise DataError(f"{str(path)!r} has no array 't': add the (T,) sample times")
-        unknown = set(raw) - {"t", "x", "params", "state_names", "param_names", "system"}
+        unknown = set(raw.pop(_UNREAD))
         if unknown:
             warnings.warn(f"{path.name}: ignoring unknown keys {sorted(unknown)}", stacklevel=2)
         sysname = raw.get("system")
         if sysname is not None and sysname.size == 1:
-            sysname = sysname.reshape(()).item()
+            sysname = _text(sysname.reshape(()).item())
         traj = _build(
             path.name,
             t=raw["t"], x=raw["x"], params=raw.get("params"),
@@ -190,8 +264,53 @@ class Trajectories:
             system=None if sysname is None else str(sysname),
         )
         if system is not None:
-            check_system(traj, system)
+            try:
+                check_system(traj, system)
+            except DataError as e:
+                raise DataError(f"{str(path)!r}: {e}") from None
+        if param_names:
+            try:
+                traj = traj.rename_params(param_names, system)
+            except DataError as e:
+                raise DataError(f"{path.name}: {e}") from None
         return traj
+
+
+#: the keys of a trajectory file; others are never read
+KEYS = ("t", "x", "params", "state_names", "param_names", "system")
+_UNREAD = "\0unread"
+
+
+def _text(value) -> str:
+    """A name as text: bytes (``np.bytes_``, from files written with ``dtype='S'``) decoded."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _read_keys(f: np.lib.npyio.NpzFile, path: Path) -> dict:
+    """The arrays of :data:`KEYS` in ``f`` (the names of the others under ``_UNREAD``), each
+    refused before it is read when its header declares more data than memory can hold."""
+    raw: dict = {_UNREAD: [k for k in f.files if k not in KEYS]}
+    for key in KEYS:
+        if key not in f.files:
+            continue
+        member_name = f"{key}.npy" if f"{key}.npy" in f.zip.namelist() else key
+        with f.zip.open(member_name) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        n_items = 1
+        for size in shape:
+            n_items *= int(size)
+        check_memory(float(n_items) * max(dtype.itemsize, 8) * 2,
+                     f"{str(path)!r}: array {key!r} of shape {tuple(shape)}",
+                     "load a smaller file (split it into several), or check that it is not "
+                     "corrupt")
+        raw[key] = f[key]
+    return raw
 
 
 def _build(source: str, **fields) -> Trajectories:
@@ -288,11 +407,82 @@ def simulate(
 
     ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
     ``method``, ``step_size``, ``dtype``: how to integrate (see :func:`systems.sample`).
+    Refused before any work (:class:`~warpphys.limits.ResourceError`) when the result would not
+    fit in memory, or when the parameters make the system so stiff or fast that the explicit
+    solver would need more than :data:`MAX_SOLVER_STEPS` steps.
     """
+    check_simulation_cost(system, n, split, preset=preset, ranges=ranges)
     return Trajectories.from_simulation(
         systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
                        method=method, step_size=step_size, dtype=dtype)
     )
+
+
+#: the most steps an explicit solver is allowed over a simulation's time span
+MAX_SOLVER_STEPS = 100_000
+
+
+def check_simulation_cost(system: str | None, n: int | None, split: str = "train", *,
+                          preset: str | None = None,
+                          ranges: dict[str, tuple[float, float]] | None = None) -> None:
+    """Refuse a simulation that would not fit in memory, or whose explicit solver would need
+    more than :data:`MAX_SOLVER_STEPS` steps (stiff or fast dynamics).
+
+    The step count is estimated from the spectral radius of the vector field's Jacobian at the
+    corners of the parameter ranges and a few initial states, times the time span, over the
+    stability bound of an explicit Runge-Kutta method (about 3). Invalid names and ranges are
+    left to :func:`systems.sample` to report.
+    """
+    try:
+        proto = systems.get_protocol(system, preset)
+        sys_ = systems.get_system(proto.system)
+        chosen = {**proto.ranges(split), **{k: (float(lo), float(hi))
+                                            for k, (lo, hi) in (ranges or {}).items()}}
+        sys_.check_ranges(chosen)
+        t = proto.times(split)
+    except (systems.SystemInputError, KeyError, ValueError, TypeError):
+        return
+    n_traj = proto.default_n(split) if n is None else n
+    if isinstance(n_traj, int) and n_traj > 0:
+        # states and the solver's stages (dopri5: 7) in float64, and the float64 file copy
+        check_memory(8.0 * n_traj * len(t) * sys_.dim * 3 + 8.0 * n_traj * sys_.dim * 10,
+                     f"simulating {n_traj} trajectories of {len(t)} steps",
+                     "use a smaller --n, or simulate several files with different --seed")
+    lo_hi = [chosen.get(p.name, p.train) for p in sys_.params]
+    corners = torch.tensor(list(itertools.product(*lo_hi)), dtype=torch.float64)
+    x0 = proto.initial_state.sample(4, torch.Generator().manual_seed(0))
+    params = corners.repeat_interleave(len(x0), 0)
+    x = x0.repeat(len(corners), 1)
+    rho = _spectral_radius(sys_, x, params)
+    span = float(t[-1] - t[0])
+    steps = rho * span / 3.0
+    if not steps <= MAX_SOLVER_STEPS:
+        fast = ", ".join(f"{p.name}={lo:g}:{hi:g}" for p, (lo, hi) in zip(
+            sys_.params, lo_hi, strict=True) if p.name in (ranges or {}))
+        raise ResourceError(
+            f"{sys_.name} with {fast or 'these parameters'} is too stiff or fast to simulate: "
+            f"its time scale is about {1 / rho:.2g}, so an explicit solver would need about "
+            f"{steps:.2g} steps over t in [0, {span:g}] (budget {MAX_SOLVER_STEPS}); choose "
+            f"a range closer to the defaults {dict(proto.ranges(split))}"
+        )
+
+
+def _spectral_radius(sys_: systems.System, x: torch.Tensor, params: torch.Tensor) -> float:
+    """The largest |eigenvalue| of the vector field's Jacobian over the rows of ``x`` and
+    ``params`` (central differences, float64)."""
+    d = x.shape[1]
+    cols = []
+    with torch.no_grad():
+        for j in range(d):
+            h = 1e-6 * (1.0 + x[:, j].abs())
+            e = torch.zeros_like(x)
+            e[:, j] = h
+            f_plus = sys_.vector_field(0.0, x + e, params)
+            f_minus = sys_.vector_field(0.0, x - e, params)
+            cols.append((f_plus - f_minus) / (2 * h[:, None]))
+        jac = torch.stack(cols, -1)
+        rho = torch.linalg.eigvals(jac).abs().max()
+    return float(rho) if torch.isfinite(rho) else float("inf")
 
 
 def as_tensor(a, device="cpu", dtype=torch.float32) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from warpphys import checkpoint, metrics
 from warpphys.data import DataError, Trajectories
 from warpphys.errors import RunError
 from warpphys.interface import Model
+from warpphys.limits import check_memory
 from warpphys.registry import MODEL_CLASSES
 from warpphys.rundir import METRICS_FILE, MODEL_FILE, jsonable
 
@@ -28,6 +31,25 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise RunError(f"unknown device {device!r}; use cpu, cuda or auto")
     return device
+
+
+def relative_times(t, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Sample times as a tensor counted from ``t[0]``, subtracted in float64 before the cast:
+    models depend on time differences only, and times like Unix timestamps (``1e9 + t``) keep
+    their resolution in float32."""
+    t = np.asarray(t, dtype=np.float64)
+    return torch.as_tensor(t - t[0], dtype=dtype, device=device)
+
+
+@dataclass
+class Forecast:
+    """One estimate's rollout: ``x_hat (N, K+H, d)`` (its first K rows the given context), the
+    physical parameters ``params (N, p)`` it used (None for black-box models), and the seconds
+    it took."""
+
+    x_hat: np.ndarray
+    params: np.ndarray | None = None
+    seconds: float = 0.0
 
 
 def extend_times(t: np.ndarray, length: int) -> np.ndarray:
@@ -65,6 +87,35 @@ class FittedModel:
     def context(self) -> int:
         return int(self.info["context"])
 
+    # -- estimates ----------------------------------------------------------------------------
+    @property
+    def estimates(self) -> tuple[str, ...]:
+        """The estimates this model offers (:data:`warpphys.metrics.ESTIMATES` for models with
+        physical parameters; black-box models have one, their own rollout, "amortised")."""
+        return metrics.ESTIMATES if self.model.has_params else ("amortised",)
+
+    @property
+    def default_estimate(self) -> str | None:
+        """The estimate used unless one is asked for: for models with physical parameters the
+        one chosen at fit time (``info["estimate"]``), else the most accurate ("refined");
+        None for black-box models."""
+        if not self.model.has_params:
+            return None
+        return self.info.get("estimate") or metrics.ESTIMATES[-1]
+
+    def resolve_estimate(self, estimate: str | None) -> str:
+        """``estimate`` checked against what the model offers (None: the default)."""
+        if estimate is None:
+            return self.default_estimate or "amortised"
+        if estimate not in metrics.ESTIMATES:
+            raise RunError(f"unknown estimate {estimate!r}; choose one of: "
+                           f"{', '.join(metrics.ESTIMATES)}")
+        if estimate not in self.estimates:
+            raise RunError(f"model {self.info.get('model')!r} has no physical parameters, so "
+                           f"no {estimate} estimate; leave --estimate out (or use amortised)")
+        return estimate
+
+    # -- checks ---------------------------------------------------------------------------------
     def _check(self, traj: Trajectories, context: int) -> None:
         if traj.dim != self.model.dim:
             raise DataError(
@@ -77,14 +128,37 @@ class FittedModel:
                 f"T = {traj.n_times}"
             )
 
+    def _context(self, traj: Trajectories, context: int | None) -> int:
+        """The context (the run's by default), checked against ``traj`` once."""
+        K = self.context if context is None else int(context)
+        self._check(traj, K)
+        return K
+
+    @staticmethod
+    def _horizon(traj: Trajectories, K: int, horizon: int | None) -> int:
+        H = traj.n_times - K if horizon is None else int(horizon)
+        if H < 1:
+            raise DataError(f"--horizon must be at least 1, got {H}")
+        return H
+
+    # -- rollouts -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, traj: Trajectories, context: int | None = None, horizon: int | None = None,
-                batch_size: int = 1024, keep_theta: bool = False):
+                batch_size: int = 1024, keep_theta: bool = False, *,
+                estimate: str | None = None):
         """Feed ``context`` true steps, roll out ``horizon`` more (default: to the file's end).
 
+        ``estimate``: "amortised" (the model's own rollout, one forward pass) or "refined" (the
+        parameters refined on the context, :meth:`predict_refined`); default
+        :attr:`default_estimate` (the refined one for models with physical parameters).
         Times past the file's end continue its last spacing. Returns ``x_hat (N, K+H, d)`` in
-        physical units (and the weights ``theta (N, K+H-1, D)`` when ``keep_theta``).
+        physical units (and, with ``keep_theta``, the weights ``theta (N, K+H-1, D)`` of the
+        amortised rollout, which ``keep_theta`` then implies unless ``estimate`` says otherwise:
+        "refined" is refused, its rollout has no such weights).
         """
+        if keep_theta and estimate is None:
+            estimate = "amortised"
+        est = self.resolve_estimate(estimate)
         K = self.context if context is None else int(context)
         if not 1 <= K <= traj.n_times:
             raise DataError(
@@ -92,10 +166,21 @@ class FittedModel:
             )
         if traj.dim != self.model.dim:
             self._check(traj, K)
-        H = traj.n_times - K if horizon is None else int(horizon)
-        if H < 1:
-            raise DataError(f"--horizon must be at least 1, got {H}")
-        t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float32, device=self.device)
+        H = self._horizon(traj, K, horizon)
+        check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
+                     f"predicting {traj.n} trajectories over {K + H} steps",
+                     "use a smaller --horizon, or predict a few trajectories at a time")
+        if est == "refined":
+            if keep_theta:
+                raise RunError("keep_theta returns the weights of the one-pass rollout; ask "
+                               "for estimate='amortised'")
+            return self._rollout_refined(traj, K, H, self._refine(traj, K)[1:])
+        return self._rollout(traj, K, H, batch_size, keep_theta)
+
+    def _rollout(self, traj: Trajectories, K: int, H: int, batch_size: int = 1024,
+                 keep_theta: bool = False):
+        """The amortised rollout (the model's own), inputs already checked."""
+        t = relative_times(extend_times(traj.t, K + H), torch.float32, self.device)
         outs, thetas = [], []
         self.model.eval()
         for i in range(0, traj.n, batch_size):
@@ -114,16 +199,24 @@ class FittedModel:
 
         Returns ``(metrics, params, ood)``: the params of ``truth`` in the system's order (or
         None) and the (N,) out-of-training-range flags (or None) that were used."""
+        params, ood = self._truth(truth)
+        return self._score(truth, x_hat, context, params, ood), params, ood
+
+    def _truth(self, truth: Trajectories):
+        """``(params (N, p) or None, ood (N,) flags or None)`` of ``truth``: the flags judge the
+        identifiable combinations against their training ranges
+        (:func:`warpphys.metrics.out_of_range`)."""
         sys_ = self.system
         params = truth.system_params(sys_) if sys_ is not None else None
-        ood = None
-        if params is not None and self.info.get("param_ranges"):
-            ood = metrics.outside_ranges(params, self.info["param_ranges"], sys_.param_names)
-        m = metrics.rollout_metrics(
-            truth.x, x_hat, truth.t, context, window=float(self.info["window"]),
-            state_std=np.asarray(self.info["state_std"]), system=sys_, params=params, ood=ood,
+        ood = None if params is None else metrics.out_of_range(sys_, params, self.info)
+        return params, ood
+
+    def _score(self, truth: Trajectories, x_hat: np.ndarray, K: int, params, ood) -> dict:
+        return metrics.rollout_metrics(
+            truth.x, x_hat, truth.t, K, window=float(self.info["window"]),
+            state_std=np.asarray(self.info["state_std"]), system=self.system, params=params,
+            ood=ood,
         )
-        return m, params, ood
 
     @torch.no_grad()
     def refine(self, traj: Trajectories, context: int | None = None, iterations: int = 10,
@@ -131,21 +224,25 @@ class FittedModel:
         """Amortised estimates refined on the context (:func:`warpphys.refine.refine_context`):
         ``(params (N, p), last_state (N, d), theta (N, D))`` in float64, the last state being
         the refined (denoised) one from which :meth:`predict_refined` rolls out."""
+        return self._refine(traj, self._context(traj, context), iterations, batch_size)[1:]
+
+    def _refine(self, traj: Trajectories, K: int, iterations: int = 10,
+                batch_size: int = 4096):
+        """``(amortised params, refined params, last_state, theta)``, inputs already checked:
+        each estimate computed once."""
         from warpphys.refine import refine_context
 
-        K = self.context if context is None else int(context)
-        self._check(traj, K)
-        t = torch.as_tensor(traj.t[:K], dtype=torch.float64, device=self.device)
+        t = relative_times(traj.t[:K], torch.float64, self.device)
         scale = self.info.get("state_std")  # residual weights: the training data's state std
         parts = []
         for i in range(0, traj.n, batch_size):
             xk = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float64,
                                  device=self.device)
             est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
-            est, last = refine_context(self.model.root, xk, t, est.double(),
+            ref, last = refine_context(self.model.root, xk, t, est.double(),
                                        theta=theta.double(), iterations=iterations,
                                        scale=scale)
-            parts.append((est, last, theta.double()))
+            parts.append((est.double(), ref, last, theta.double()))
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
     @torch.no_grad()
@@ -156,54 +253,72 @@ class FittedModel:
         held fixed, drive the root's physics step from the refined (denoised) last context state,
         in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
         given context). ``refined``: the output of :meth:`refine`, if already computed."""
-        K = self.context if context is None else int(context)
-        self._check(traj, K)
-        H = traj.n_times - K if horizon is None else int(horizon)
-        t = torch.as_tensor(extend_times(traj.t, K + H), dtype=torch.float64, device=self.device)
+        K = self._context(traj, context)
+        H = self._horizon(traj, K, horizon)
+        return self._rollout_refined(traj, K, H,
+                                     refined or self._refine(traj, K, iterations)[1:])
+
+    def _rollout_refined(self, traj: Trajectories, K: int, H: int, refined: tuple) -> np.ndarray:
         from warpphys.refine import simulate
 
-        est, state, theta = refined or self.refine(traj, K, iterations)
+        t = relative_times(extend_times(traj.t, K + H), torch.float64, self.device)
+        est, state, theta = refined
         rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta)
         context = torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)
         return torch.cat([context, rollout[:, 1:]], 1).cpu().numpy()
 
-    def evaluate(self, traj: Trajectories, context: int | None = None) -> dict:
-        """Metrics of DESIGN.md on ``traj`` (rollout from ``context`` to the file's end).
-
-        Physics models with known parameters also report ``param_rel_error_refined`` and the
-        rollout errors of :meth:`predict_refined` (keys ending in ``_refined``)."""
-        K = self.context if context is None else int(context)
-        self._check(traj, K)
-        m, params, ood = self.score_rollout(traj, self.predict(traj, K), K)
+    # -- scoring --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forecasts(self, traj: Trajectories, context: int | None = None,
+                  estimates: tuple[str, ...] | None = None) -> dict[str, Forecast]:
+        """Each estimate's rollout of ``traj`` from ``context`` to the file's end, computed once:
+        {estimate: :class:`Forecast`} for ``estimates`` (default: all the model offers)."""
+        K = self._context(traj, context)
+        H = traj.n_times - K
+        wanted = tuple(self.resolve_estimate(e) for e in (estimates or self.estimates))
+        out = {}
+        if "amortised" in wanted:
+            t0 = time.perf_counter()
+            x_hat = self._rollout(traj, K, H)
+            out["amortised"] = Forecast(x_hat, None, time.perf_counter() - t0)
         if self.model.has_params:
-            refined = self.refine(traj, K)
-            m.update(self.param_metrics(traj, K, params, refined[0]))
-            ref, _, _ = self.score_rollout(traj, self.predict_refined(traj, K, refined=refined),
-                                           K)
-            m.update({f"{k}_refined": ref.get(k) for k in (
-                "test_mse", "extrapolation_mse", "ood_mse", "invariant_drift",
-                "valid_prediction_time")})
+            t0 = time.perf_counter()
+            amortised, *refined = self._refine(traj, K)
+            x_ref = self._rollout_refined(traj, K, H, refined) if "refined" in wanted else None
+            seconds = time.perf_counter() - t0
+            if "amortised" in wanted:
+                out["amortised"].params = amortised.cpu().numpy()
+            if "refined" in wanted:
+                out["refined"] = Forecast(x_ref, refined[0].cpu().numpy(), seconds)
+        return out
+
+    def score(self, truth: Trajectories, forecasts: dict[str, Forecast], context: int, *,
+              estimate: str | None = None) -> dict:
+        """``metrics.json`` of ``forecasts`` (from :meth:`forecasts`) of ``truth``: every
+        estimate scored, its values assembled by :func:`warpphys.metrics.assemble` (headline
+        keys: ``estimate``, default :attr:`default_estimate`)."""
+        est = self.resolve_estimate(estimate)
+        params, ood = self._truth(truth)
+        sys_ = self.system
+        per = {}
+        for name, f in forecasts.items():
+            per[name] = self._score(truth, f.x_hat, context, params, ood)
+            if f.params is not None and params is not None and sys_ is not None:
+                per[name].update(metrics.param_errors(sys_, params, f.params))
+        m = metrics.assemble(per, default=est, physics=self.model.has_params,
+                             minmax=self.info.get("minmax"))
         m["model"] = self.info["model"]
         return m
 
-    def param_metrics(self, traj: Trajectories, context: int, params, refined) -> dict:
-        """Median relative errors of the identifiable parameters recovered from ``traj``'s
-        context against the true ``params (N, p)``: ``param_rel_error`` (one forward pass) and
-        ``param_rel_error_refined`` (``refined (N, p)``, e.g. ``refine(...)[0]``), each also
-        per parameter. Empty without true parameters."""
-        K = context
-        if params is None or self.system is None:
-            return {}
-        sys_ = self.system
-        true = sys_.identifiable(params)
-        out = {}
-        for key, est in (("param_rel_error", self.recover_params(traj, K)),
-                         ("param_rel_error_refined", refined.cpu().numpy())):
-            err = metrics.param_relative_error(true, sys_.identifiable(est))
-            out[key] = err["median"]
-            out[key + "_per_param"] = dict(
-                zip(sys_.identifiable_names, err["per_param_median"], strict=True))
-        return out
+    def evaluate(self, traj: Trajectories, context: int | None = None, *,
+                 estimate: str | None = None) -> dict:
+        """Metrics of DESIGN.md on ``traj`` (rollout from ``context`` to the file's end), keys
+        as in :mod:`warpphys.metrics`: headline keys hold ``estimate`` (default
+        :attr:`default_estimate`: the refined one for models with physical parameters, which
+        also report ``*_amortised`` and ``*_refined`` twins and ``estimate``)."""
+        K = self._context(traj, context)
+        est = self.resolve_estimate(estimate)
+        return self.score(traj, self.forecasts(traj, K), K, estimate=est)
 
     @torch.no_grad()
     def recover_params(self, traj: Trajectories, context: int | None = None, *,
@@ -215,12 +330,11 @@ class FittedModel:
         one-step errors through the same physics step, then a few on the whole context simulated
         from its (estimated) first state (see :func:`warpphys.refine.refine_context`).
         """
-        K = self.context if context is None else int(context)
-        self._check(traj, K)
+        K = self._context(traj, context)
         if refine:
-            return self.refine(traj, K, iterations)[0].cpu().numpy()
+            return self._refine(traj, K, iterations)[1].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
-        t = torch.as_tensor(traj.t[:K], dtype=torch.float32, device=self.device)
+        t = relative_times(traj.t[:K], torch.float32, self.device)
         return self.model.recover_params(x, t, K).double().cpu().numpy()
 
     # -- files ----------------------------------------------------------------------------------
@@ -241,10 +355,22 @@ class FittedModel:
             raise checkpoint.CheckpointError(
                 f"{run_dir / MODEL_FILE} does not match this version of warpphys ({e})"
             ) from None
-        info = json.loads(ckpt["info"])
+        try:
+            info = json.loads(ckpt["info"])
+            if not isinstance(info, dict) or "context" not in info:
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            raise checkpoint.CheckpointError(
+                f"{str(run_dir / MODEL_FILE)!r} has no run configuration of warpphys ('info' "
+                f"is missing or not what `warpphys fit` writes); re-run `warpphys fit`"
+            ) from None
         m = {}
-        if (run_dir / METRICS_FILE).exists():
-            m = json.loads((run_dir / METRICS_FILE).read_text())
+        if (run_dir / METRICS_FILE).exists():  # the saved test metrics; nothing depends on them
+            try:
+                m = json.loads((run_dir / METRICS_FILE).read_text())
+            except (OSError, ValueError) as e:
+                warnings.warn(f"ignoring {run_dir / METRICS_FILE}, which cannot be read ({e})",
+                              stacklevel=2)
         device = resolve_device(device)
         return cls(model.to(device).eval(), info, m, run_dir, device)
 

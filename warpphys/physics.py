@@ -366,11 +366,12 @@ for _cls in (ODERoot, ClosedFormRoot, HybridRoot):  # in warpphys.roots.ROOTS, b
     register_root(_cls)
 
 
+@torch.enable_grad()  # its own optimisation: callers may hold torch.no_grad() (fit_data_scales)
 def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, steps: int = 300,
                       seed: int = 0) -> np.ndarray:
     """One parameter vector (p,) for all trajectories, by least squares of one-step predictions
     (RK4 through the vector field), starting from 1 in log space. Used to scale the physics
-    roots when the data carry no parameters."""
+    roots when the data carry no parameters. Works under ``torch.no_grad()`` too."""
     gen = torch.Generator().manual_seed(seed)
     xs = torch.as_tensor(x, dtype=torch.float64)
     idx = torch.randperm(xs.shape[0], generator=gen)[:256]

@@ -60,6 +60,9 @@ DPI = 120
 # One style per role, shared by the artists and their legend entries.
 _TRUTH = {"color": "black", "lw": 1.3}
 _PRED = {"color": "tab:blue", "ls": "--", "lw": 1.4}
+#: styles of further predictions drawn beside the first (e.g. a second estimate's rollout)
+_MORE_PREDS = ({"color": "tab:orange", "ls": "-.", "lw": 1.4},
+               {"color": "tab:green", "ls": ":", "lw": 1.6})
 _CONTEXT = {"facecolor": "0.88", "edgecolor": "none", "lw": 0}
 _EXTRAP = {"facecolor": "#fcefef", "edgecolor": "#ecc4c4", "hatch": "//", "lw": 0}
 _WINDOW_LINE = {"color": "#b03030", "ls": ":", "lw": 1.3}
@@ -141,6 +144,22 @@ def _pair(t, x, x_hat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (None if t is None else _times(t, x.shape[1])), x, x_hat
 
 
+def _pred_style(i: int) -> dict:
+    return _PRED if i == 0 else _MORE_PREDS[(i - 1) % len(_MORE_PREDS)]
+
+
+def _predictions(t, x, x_hat) -> tuple[np.ndarray | None, np.ndarray, dict[str, np.ndarray]]:
+    """``x_hat`` as {label: (N, T, d)}: one array is labelled "prediction"; a mapping (e.g.
+    {"amortised": ..., "refined": ...}) keeps its labels, each checked against ``x``."""
+    items = x_hat.items() if isinstance(x_hat, Mapping) else [("prediction", x_hat)]
+    preds = {}
+    for name, xh in items:
+        t_, x_, preds[str(name)] = _pair(t, x, xh)
+    if not preds:
+        raise ValueError("x_hat is empty; pass an array or {label: x_hat}")
+    return t_, x_, preds
+
+
 def _count(n: int, available: int) -> int:
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -194,6 +213,12 @@ def _style_handles(true_label: str = "truth", pred_label: str = "prediction",
     c = {} if color is None else {"color": color}
     return [Line2D([], [], **{**_TRUTH, **c}, label=true_label),
             Line2D([], [], **{**_PRED, **c}, label=pred_label)]
+
+
+def _pred_handles(preds: Mapping[str, np.ndarray]) -> list:
+    """Legend entries: truth, then each prediction in its style."""
+    return [Line2D([], [], **_TRUTH, label="truth")] + [
+        Line2D([], [], **_pred_style(k), label=name) for k, name in enumerate(preds)]
 
 
 def _figure_legend(fig: Figure, handles: list, ncols: int | None = None) -> None:
@@ -264,7 +289,9 @@ def plot_trajectories(
 
     Args:
         t: (T,) sample times.
-        x, x_hat: (N, T, d) true and predicted states ((T, d) for one trajectory).
+        x, x_hat: (N, T, d) true and predicted states ((T, d) for one trajectory); ``x_hat``
+            may also be {label: (N, T, d)}, several predictions drawn together (e.g. the
+            amortised and the refined estimate's rollouts), each in its own style.
         context: K, number of true steps fed to the model; t <= t[K-1] is shaded "context" and
             the prediction is drawn from step K-1 on.
         window_end: absolute end time of the training window; the part after it is hatched
@@ -275,9 +302,9 @@ def plot_trajectories(
         path, close: save to this file (PNG unless the suffix says pdf/svg), then close.
 
     Layout: n rows x d columns; for d == 1 a compact grid of up to 3 columns.
-    Truth is solid black, prediction dashed blue.
+    Truth is solid black, the (first) prediction dashed blue, others dash-dot orange, dotted green.
     """
-    t, x, x_hat = _pair(t, x, x_hat)
+    t, x, preds = _predictions(t, x, x_hat)
     N, T, d = x.shape
     n, context = _count(n, N), _context(context, T)
     names = _names(state_names, d, "x")
@@ -288,8 +315,9 @@ def plot_trajectories(
     for ax, (i, j) in zip(axes.flat, panels, strict=False):
         _mark_regions(ax, t, context=context, window_end=window_end)
         ax.plot(t, x[i, :, j], **_TRUTH)
-        ax.plot(t[start:], x_hat[i, start:, j], **_PRED)
-        _set_ylim(ax, x[i, :, j], x_hat[i, start:, j])
+        for k, xh in enumerate(preds.values()):
+            ax.plot(t[start:], xh[i, start:, j], **_pred_style(k))
+        _set_ylim(ax, x[i, :, j], np.concatenate([xh[i, start:, j] for xh in preds.values()]))
         if d > 1:
             if i == 0:
                 ax.set_title(names[j])
@@ -306,8 +334,8 @@ def plot_trajectories(
             visible = [r for r in range(nrows) if r * ncols + c < len(panels)]
             axes[visible[-1], c].set_xlabel("t")
             axes[visible[-1], c].xaxis.set_tick_params(labelbottom=True)
-    _figure_legend(fig, _style_handles() + _region_handles(t, context=context,
-                                                           window_end=window_end))
+    handles = _pred_handles(preds) + _region_handles(t, context=context, window_end=window_end)
+    _figure_legend(fig, handles, ncols=min(len(handles), 6 if len(preds) == 1 else 3))
     if title:
         fig.suptitle(title)
     return _finish(fig, path, close)
@@ -320,7 +348,8 @@ def plot_phase_portraits(
     """Phase portraits (state 0 vs state 1) of true and predicted trajectories, one per panel.
 
     Args:
-        x, x_hat: (N, T, d) true and predicted states ((T, d) for one trajectory).
+        x, x_hat: (N, T, d) true and predicted states ((T, d) for one trajectory), or
+            ``x_hat`` as {label: (N, T, d)}: several predictions, each in its own style.
         context: K, number of fed true steps; this part of the true curve is drawn thick.
         state_names: (d,) names of the state components.
         n: number of trajectories (panels) shown; fewer if N < n.
@@ -330,7 +359,7 @@ def plot_phase_portraits(
 
     The start of each trajectory is marked with a dot.
     """
-    t, x, x_hat = _pair(t, x, x_hat)
+    t, x, preds = _predictions(t, x, x_hat)
     N, T, d = x.shape
     n, context = _count(n, N), _context(context, T)
     names = _names(state_names, d, "x")
@@ -338,7 +367,7 @@ def plot_phase_portraits(
         grad = (lambda a: np.gradient(a, t, axis=1)) if t is not None else (
             lambda a: np.gradient(a, axis=1))
         x = np.concatenate([x, grad(x)], axis=-1)
-        x_hat = np.concatenate([x_hat, grad(x_hat)], axis=-1)
+        preds = {k: np.concatenate([xh, grad(xh)], axis=-1) for k, xh in preds.items()}
         names = [names[0], f"d{names[0]}/dt" if t is not None else f"d{names[0]} per step"]
     start = max(context - 1, 0)
     nrows, ncols = _grid_shape(n)
@@ -348,10 +377,12 @@ def plot_phase_portraits(
             ax.plot(x[i, :context, 0], x[i, :context, 1], color="0.6", lw=5, alpha=0.6,
                     solid_capstyle="round", zorder=1)
         ax.plot(x[i, :, 0], x[i, :, 1], zorder=2, **_TRUTH)
-        ax.plot(x_hat[i, start:, 0], x_hat[i, start:, 1], zorder=3, **_PRED)
+        for k, xh in enumerate(preds.values()):
+            ax.plot(xh[i, start:, 0], xh[i, start:, 1], zorder=3, **_pred_style(k))
         ax.plot(x[i, 0, 0], x[i, 0, 1], "o", color="black", ms=5, zorder=4)
-        lx = _limits(x[i, :, 0], x_hat[i, start:, 0])
-        ly = _limits(x[i, :, 1], x_hat[i, start:, 1])
+        rolled = np.concatenate([xh[i, start:] for xh in preds.values()])
+        lx = _limits(x[i, :, 0], rolled[:, 0])
+        ly = _limits(x[i, :, 1], rolled[:, 1])
         if lx is not None:
             ax.set_xlim(*lx)
         if ly is not None:
@@ -360,7 +391,7 @@ def plot_phase_portraits(
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     _hide_unused(axes, n)
-    handles = _style_handles()
+    handles = _pred_handles(preds)
     if context >= 2:
         handles.append(Line2D([], [], color="0.6", lw=5, alpha=0.6, label="context"))
     handles.append(Line2D([], [], ls="none", marker="o", color="black", ms=5, label="start"))
@@ -578,27 +609,37 @@ def plot_param_recovery(
     """Recovered vs true physical parameters, one panel per parameter.
 
     Args:
-        true, est: (N, p) true and estimated parameters ((N,) for one parameter).
+        true, est: (N, p) true and estimated parameters ((N,) for one parameter); ``est`` may
+            also be {label: (N, p)}, several estimates (e.g. amortised and refined) in one
+            colour each, with a legend.
         names: (p,) parameter names (default p0, p1, ...).
         path, close: save to this file, then close.
 
     Each panel has the identity line, log-log axes when all its finite values are positive, and
-    the median relative error |est - true| / |true| in its title (NaN estimates are left out).
+    the median relative error |est - true| / |true| in its title, per estimate (NaN estimates
+    are left out).
     """
-    true, est = _float(true), _float(est)
+    true = _float(true)
+    several = isinstance(est, Mapping)
+    ests = {str(k): _float(v) for k, v in (est.items() if several else [("", est)])}
     if true.ndim == 1:
-        true, est = true[:, None], est[:, None]
-    if true.ndim != 2 or true.shape != est.shape:
-        raise ValueError(f"true and est must both have shape (N, p), got {true.shape} and "
-                         f"{est.shape}")
+        true = true[:, None]
+        ests = {k: v[:, None] if v.ndim == 1 else v for k, v in ests.items()}
+    for v in ests.values():
+        if true.ndim != 2 or true.shape != v.shape:
+            raise ValueError(f"true and est must both have shape (N, p), got {true.shape} "
+                             f"and {v.shape}")
     p = true.shape[1]
     names = _names(names, p, "p")
     nrows, ncols = _grid_shape(p, 4)
     fig, axes = _new_figure(nrows, ncols, panel=(3.0, 3.0))
+    colors = ["tab:blue", "tab:orange", "tab:green"]
     for j, ax in enumerate(axes.flat[:p]):
-        a, b = true[:, j], est[:, j]
-        ax.scatter(a, b, s=14, color="tab:blue", alpha=0.7, edgecolor="none")
-        both = np.concatenate([a, b])
+        a = true[:, j]
+        for k, (label, v) in enumerate(ests.items()):
+            ax.scatter(a, v[:, j], s=14, color=colors[k % 3], alpha=0.7, edgecolor="none",
+                       label=label or None)
+        both = np.concatenate([a, *(v[:, j] for v in ests.values())])
         both = both[np.isfinite(both)]
         log = both.size > 0 and bool((both > 0).all())
         if log:
@@ -617,13 +658,20 @@ def plot_param_recovery(
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
         ax.set_aspect("equal", adjustable="box")
-        with _quiet_nan_stats():
-            rel = np.nanmedian(np.abs(b - a) / np.abs(a))
-        ax.set_title(f"{names[j]}: median rel. error {rel:.1%}" if np.isfinite(rel)
-                     else f"{names[j]}: no finite estimates", fontsize="medium")
+        parts = []
+        for label, v in ests.items():
+            with _quiet_nan_stats():
+                rel = np.nanmedian(np.abs(v[:, j] - a) / np.abs(a))
+            parts.append((f"{label} " if label else "") + (f"{rel:.1%}" if np.isfinite(rel)
+                                                           else "no finite estimates"))
+        ax.set_title(f"{names[j]}: median rel. error" + ("\n" if several else " ")
+                     + "\n".join(parts), fontsize="medium")
         ax.set_xlabel(f"true {names[j]}")
         ax.set_ylabel(f"recovered {names[j]}")
     _hide_unused(axes, p)
+    if several:
+        _figure_legend(fig, [Line2D([], [], ls="none", marker="o", color=colors[k % 3],
+                                    label=label) for k, label in enumerate(ests)])
     return _finish(fig, path, close)
 
 
@@ -661,15 +709,23 @@ def plot_training(history: Mapping[str, Sequence[float]], path: str | os.PathLik
     return _finish(fig, path, close)
 
 
-def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
-                         path: str | os.PathLike | None = None, *, close: bool = True) -> Figure:
+def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str | Sequence[str],
+                         path: str | os.PathLike | None = None, *, close: bool = True,
+                         reference: Mapping[str, Mapping[str, float]] | None = None,
+                         reference_label: str = "reference",
+                         titles: Mapping[str, str] | None = None) -> Figure:
     """One bar per model for ``metric`` (e.g. in a reproduction study), log y-axis.
 
     Args:
         table: {model: {metric: value, metric + "_std": spread (optional), ...}}; a model
             without the metric (or with None/NaN) gets an "n/a" label instead of a bar.
-        metric: the key to plot.
+        metric: the key to plot, or several keys: one panel each, side by side (e.g. an MSE in
+            two units).
         path, close: save to this file, then close.
+        reference: {metric: {model: value}}: numbers from elsewhere (e.g. a paper's) drawn as
+            black diamonds on that metric's panel, beside the model's bar.
+        reference_label: their legend entry.
+        titles: {metric: panel title} (default "<metric> per model").
 
     The y-axis is logarithmic when all values are positive (linear otherwise); error bars come
     from ``metric + "_std"`` (on a log axis the lower whisker stops at a tenth of the value).
@@ -677,6 +733,16 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
     """
     if not table:
         raise ValueError("table is empty; pass {model: {metric: value}}")
+    keys = [metric] if isinstance(metric, str) else list(metric)
+    models = list(table)
+    fig, axes = _new_figure(1, len(keys), panel=(max(4.0, 0.9 * len(models) + 1.5), 3.6))
+    for ax, key in zip(axes[0], keys, strict=True):
+        _draw_bars(ax, table, key, (reference or {}).get(key, {}), reference_label)
+        ax.set_title((titles or {}).get(key, f"{key} per model"), fontsize="medium")
+    return _finish(fig, path, close)
+
+
+def _draw_bars(ax, table, metric: str, reference: Mapping[str, float], reference_label: str):
     models = list(table)
 
     def value(m, key):
@@ -685,10 +751,11 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
 
     vals = np.array([value(m, metric) for m in models])
     stds = np.array([value(m, metric + "_std") for m in models])
+    refs = np.array([np.nan if reference.get(m) is None else float(reference[m])
+                     for m in models])
     finite = np.isfinite(vals)
-    log = finite.any() and bool((vals[finite] > 0).all())
-    fig, axes = _new_figure(1, 1, panel=(max(4.0, 0.9 * len(models) + 1.5), 3.6))
-    ax = axes[0, 0]
+    shown = np.concatenate([vals[finite], refs[np.isfinite(refs)]])
+    log = shown.size > 0 and bool((shown > 0).all())
     pos = np.arange(len(models))
     colors = _colors(len(models))
     heights = np.where(finite, vals, 0.0)
@@ -701,6 +768,9 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
         ax.errorbar(pos[has_err], heights[has_err],
                     yerr=np.vstack([lower[has_err], err[has_err]]), fmt="none", ecolor="0.2",
                     elinewidth=1, capsize=4)
+    if np.isfinite(refs).any():
+        ax.plot(pos + 0.4, refs, "D", color="black", ms=6, ls="none", label=reference_label)
+        ax.legend(frameon=False, fontsize="small", loc="best")
     if log:
         ax.set_yscale("log")
     for x0, v, e, ok in zip(pos, vals, err, finite, strict=True):
@@ -713,7 +783,5 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str,
     ax.set_xticks(pos, models, rotation=30 if len(models) > 4 else 0,
                   ha="right" if len(models) > 4 else "center")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per model", fontsize="medium")
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.set_axisbelow(True)
-    return _finish(fig, path, close)

@@ -9,25 +9,26 @@ scores are against the clean test states), fits every model with :func:`warpphys
 (the training file split 80/10/10 into train / validation / unused, the study's test file as
 ``test_data``), and scores it on the test file:
 
-* ``test_mse``: rolled-out steps inside the training window (original units);
-* ``ood_mse``: rolled-out steps of test trajectories whose parameters lie outside the training
-  ranges; ``extrapolation_mse``: steps past the training window (pendulum: test runs are twice
-  as long; the paper's protocols have none);
-* ``param_rel_error``: median relative error of the identifiable parameters recovered from the
-  context (WARP-Phys: one forward pass; classical: its least-squares fit);
-* models with physical parameters also report ``test_mse_refined`` / ``ood_mse_refined`` /
-  ``param_rel_error_refined``: the same after refining the estimates on the context
-  (:meth:`warpphys.api.FittedModel.predict_refined`; the gradient-free numbers stay the main
-  ones), and ``refine_seconds``;
-* ``fit_seconds``, ``epoch_seconds``, ``inference_seconds`` (rolling out the whole test file),
-  ``n_params`` (trainable); ``cpu_seconds``: CPU time (all threads) of fitting and scoring the
-  run, in the invocation that finished it (with one thread on an idle machine, about its wall
-  time).
+* the metrics of :data:`warpphys.metrics.METRICS` marked ``study`` (``test_mse``,
+  ``extrapolation_mse``, ``ood_mse`` / ``id_mse`` (trajectories whose identifiable parameters
+  lie outside / inside their training ranges), ``invariant_drift``, ``valid_prediction_time``,
+  ``param_rel_error``), every MSE in physical units and in the paper's (``*_minmax``: states
+  mapped to [-1, 1] by the training data's global min and max);
+* one row per model and estimate: models with physical parameters (WARP-Phys, classical
+  identification) get an ``amortised`` row (their own estimate: WARP-Phys's one forward pass,
+  the classical least-squares fit) and a ``refined`` row (refined on the context,
+  :meth:`warpphys.api.FittedModel.predict_refined`); black-box models one row;
+* ``inference_seconds`` (the rollout of the whole test file; refined rows: refining and
+  rolling out), ``fit_seconds``, ``epoch_seconds``, ``n_params`` (trainable), ``n_train`` x
+  ``epochs_run`` (the training budget); ``cpu_seconds``: CPU time (all threads) of fitting and
+  scoring the run, in the invocation that finished it (with one thread on an idle machine,
+  about its wall time).
 
 Files under ``--out``: ``study.json`` (what was asked), ``data/seed<S>/*.npz``,
 ``runs/<model>-seed<S>/`` (run directories of :func:`warpphys.api.fit`, plus ``score.json``),
-``results.csv`` (one row per model and seed), ``results.md`` (mean ± std over seeds, with the
-paper's published numbers beside ours), ``comparison.png``.
+``results.csv`` (one row per model, estimate and seed), ``results.md`` (mean ± std over seeds in
+both units, with the paper's published numbers and budget beside ours), ``comparison.png``
+(test MSE per model in both units, the paper's beside ours).
 
 An interrupted study resumes: a run whose directory holds ``metrics.json`` (written last by
 ``fit``) is not fitted again (it is only scored, from disk, if its ``score.json`` is missing);
@@ -49,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import systems
-from warpphys import api
+from warpphys import api, metrics
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
@@ -77,13 +78,17 @@ PAPER_TEST_MSE = {
     "LV": {"gru": 5.83e-2, "lstm": 6.18e-2, "transformer": 11.27e-2, "warp": 4.72e-2},
 }
 
-COLUMNS = ("model", "seed", "test_mse", "ood_mse", "extrapolation_mse", "param_rel_error",
-           "test_mse_refined", "ood_mse_refined", "param_rel_error_refined", "refine_seconds",
-           "fit_seconds", "epoch_seconds", "inference_seconds", "n_params", "epochs_run",
+#: The paper's training budget (PAPER.md): epochs per model (others: not stated), batch size;
+#: its training trajectories are the protocol's ``n_train``.
+PAPER_EPOCHS = {"warp": 1000, "warp-phys": 2500}
+PAPER_BATCH = 1024
+
+#: run facts summarised beside the metrics of :func:`warpphys.metrics.study_keys`
+RUN_FACTS = ("inference_seconds", "fit_seconds", "epoch_seconds", "n_params", "n_train",
+             "epochs_run")
+COLUMNS = ("model", "estimate", "seed", *metrics.study_keys(), "n_ood", *RUN_FACTS,
            "train_status", "cpu_seconds")
-SUMMARY = ("test_mse", "ood_mse", "extrapolation_mse", "param_rel_error", "test_mse_refined",
-           "ood_mse_refined", "param_rel_error_refined", "refine_seconds", "fit_seconds",
-           "epoch_seconds", "inference_seconds", "n_params")
+SUMMARY = (*metrics.study_keys(), *RUN_FACTS)
 
 
 @dataclass(frozen=True)
@@ -192,30 +197,18 @@ def study_data(study: str, scale: Scale, seed: int, noise: float, folder: Path,
 
 # -- one run ---------------------------------------------------------------------------------
 def score(fitted: api.FittedModel, inputs: Trajectories, truth: Trajectories,
-          context: int) -> dict:
-    """Metrics of ``fitted`` fed the first ``context`` steps of ``inputs``, scored against
-    ``truth`` (the same trajectories without observation noise); times the rollout."""
-    t0 = time.perf_counter()
-    x_hat = fitted.predict(inputs, context)
-    inference = time.perf_counter() - t0
-    m, params, _ = fitted.score_rollout(truth, x_hat, context)
-    out = {k: m[k] for k in ("test_mse", "ood_mse", "extrapolation_mse", "invariant_drift",
-                             "valid_prediction_time", "n_ood")}
-    out["inference_seconds"] = inference
-    for key in ("param_rel_error", "test_mse_refined", "ood_mse_refined",
-                "param_rel_error_refined", "refine_seconds"):
-        out[key] = None
-    if not fitted.model.has_params:
-        return out
-    t0 = time.perf_counter()
-    refined = fitted.refine(inputs, context)
-    x_ref = fitted.predict_refined(inputs, context, refined=refined)
-    out["refine_seconds"] = time.perf_counter() - t0
-    ref, _, _ = fitted.score_rollout(truth, x_ref, context)
-    out["test_mse_refined"], out["ood_mse_refined"] = ref["test_mse"], ref["ood_mse"]
-    errors = fitted.param_metrics(inputs, context, params, refined[0])
-    out["param_rel_error"] = errors.get("param_rel_error")
-    out["param_rel_error_refined"] = errors.get("param_rel_error_refined")
+          context: int) -> list[dict]:
+    """Scores of ``fitted`` fed the first ``context`` steps of ``inputs``, against ``truth``
+    (the same trajectories without observation noise): one dict per estimate the model offers
+    (each estimate computed once, its rollout timed), with ``estimate`` (None for black-box
+    models), the study's metrics, ``n_ood`` and ``inference_seconds``."""
+    forecasts = fitted.forecasts(inputs, context)
+    out = []
+    for est, forecast in forecasts.items():
+        m = fitted.score(truth, forecasts, context, estimate=est)
+        out.append({"estimate": est if fitted.model.has_params else None,
+                    **{k: m.get(k) for k in metrics.study_keys()}, "n_ood": m.get("n_ood"),
+                    "inference_seconds": forecast.seconds})
     return out
 
 
@@ -223,10 +216,15 @@ def _row(model: str, seed: int, fitted: api.FittedModel, scores: dict) -> dict:
     info = fitted.info
     epochs = int(info.get("epochs_run") or 0)
     fit_s = float(info.get("fit_seconds") or 0.0)
-    return {"model": model, "seed": seed, **{k: scores.get(k) for k in SUMMARY if k in scores},
-            "fit_seconds": fit_s, "epoch_seconds": fit_s / epochs if epochs else None,
-            "n_params": count_parameters(fitted.model), "epochs_run": epochs,
-            "train_status": info.get("status")}
+    return {"model": model, "seed": seed, **scores, "fit_seconds": fit_s,
+            "epoch_seconds": fit_s / epochs if epochs else None,
+            "n_params": count_parameters(fitted.model), "n_train": info.get("n_train"),
+            "epochs_run": epochs, "train_status": info.get("status")}
+
+
+def label(row: dict) -> str:
+    """A table row's name: the model, with its estimate where it has several."""
+    return row["model"] if not row.get("estimate") else f"{row['model']} ({row['estimate']})"
 
 
 def _model_options(model: str, scale: Scale, noise: float) -> dict:
@@ -236,16 +234,20 @@ def _model_options(model: str, scale: Scale, noise: float) -> dict:
 
 
 def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
-            paths: dict[str, Path], run_dir: Path, device: str, log: Callable) -> dict:
-    """Fit (unless finished) and score one model for one seed; returns its results row."""
+            paths: dict[str, Path], run_dir: Path, device: str, log: Callable) -> list[dict]:
+    """Fit (unless finished) and score one model for one seed; returns its results rows (one
+    per estimate)."""
     score_file = run_dir / "score.json"
     cpu0 = time.process_time()
     finished = (run_dir / api.METRICS_FILE).exists() and (run_dir / api.MODEL_FILE).exists()
     if finished and score_file.exists():
-        log(f"{model} seed {seed}: done already")
-        return json.loads(score_file.read_text())
+        saved = json.loads(score_file.read_text())
+        if isinstance(saved, dict) and "rows" in saved:  # else: an older format, scored again
+            log(f"{model} seed {seed}: done already")
+            return saved["rows"]
     if not finished:
         log(f"{model} seed {seed}: fitting")
+        score_file.unlink(missing_ok=True)  # the study's own file: --force replaces a bare run
         api.fit(data=paths["train"], test_data=paths["test_inputs"], model=model, seed=seed,
                 epochs=None if model == "classical" else scale.epochs, context=_context(
                     study, scale), out=run_dir, force=True, device=device, figures=False,
@@ -254,12 +256,16 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     system = STUDIES[study][0]
     truth = Trajectories.load(paths["test"], system=system)
     inputs = Trajectories.load(paths["test_inputs"], system=system)
-    row = _row(model, seed, fitted, score(fitted, inputs, truth, fitted.context))
-    row["cpu_seconds"] = time.process_time() - cpu0
-    write_text(json.dumps(row, indent=2) + "\n", score_file)
-    log(f"{model} seed {seed}: test_mse {_fmt(row['test_mse'])}, fit "
-        f"{row['fit_seconds']:.1f} s, inference {row['inference_seconds']:.2f} s")
-    return row
+    rows = [_row(model, seed, fitted, s)
+            for s in score(fitted, inputs, truth, fitted.context)]
+    cpu = time.process_time() - cpu0
+    for row in rows:
+        row["cpu_seconds"] = cpu
+        log(f"{label(row)} seed {seed}: test_mse {_fmt(row['test_mse'])} "
+            f"({_fmt(row.get('test_mse_minmax'))} in the paper's units), fit "
+            f"{row['fit_seconds']:.1f} s, inference {row['inference_seconds']:.2f} s")
+    write_text(json.dumps({"rows": rows}, indent=2) + "\n", score_file)
+    return rows
 
 
 def _context(study: str, scale: Scale) -> int:
@@ -278,23 +284,31 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def summarize(rows: list[dict], models: list[str]) -> dict:
-    """{model: {metric: mean, metric + "_std": std over seeds, "seeds": n}}."""
+    """{label: {metric: mean, metric + "_std": std over seeds, "seeds": n, "model": model,
+    "estimate": estimate}}, one entry per model and estimate (see :func:`label`), in the order
+    of ``models`` and then :data:`warpphys.metrics.ESTIMATES`."""
     table = {}
     for model in models:
         mine = [r for r in rows if r["model"] == model]
-        if not mine:
-            continue
-        entry = {"seeds": len(mine)}
-        for key in SUMMARY:
-            vals = [r.get(key) for r in mine]
-            vals = np.array([np.nan if v is None else float(v) for v in vals])
-            if np.isnan(vals).all():
-                entry[key] = entry[key + "_std"] = None
-                continue
-            entry[key] = float(np.nanmean(vals))
-            entry[key + "_std"] = float(np.nanstd(vals)) if len(vals) > 1 else None
-        table[model] = entry
+        for est in (None, *metrics.ESTIMATES):
+            group = [r for r in mine if r.get("estimate") == est]
+            if group:
+                table[label(group[0])] = _entry(group)
     return table
+
+
+def _entry(group: list[dict]) -> dict:
+    """Mean and std over seeds of every :data:`SUMMARY` key of ``group``'s rows."""
+    entry = {"seeds": len(group), "model": group[0]["model"],
+             "estimate": group[0].get("estimate")}
+    for key in SUMMARY:
+        vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in group])
+        if np.isnan(vals).all():
+            entry[key] = entry[key + "_std"] = None
+            continue
+        entry[key] = float(np.nanmean(vals))
+        entry[key + "_std"] = float(np.nanstd(vals)) if len(vals) > 1 else None
+    return entry
 
 
 def results_csv(rows: list[dict]) -> str:
@@ -306,12 +320,23 @@ def results_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _budget(n_train, epochs, batch) -> str:
+    """``trajectories x epochs (batch B)``, e.g. ``20,480 × 1,000 (batch 1024)``."""
+    if not epochs:
+        return "no training"
+    return f"{_fmt(int(round(n_train)))} × {_fmt(int(round(epochs)))} (batch {batch})"
+
+
 def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, seeds: int,
                      noise: float, wall_seconds: float, context: int, sizes: dict,
                      cpu_seconds: float = 0.0) -> str:
-    """The study's table: mean ± std over seeds, the paper's numbers beside ours."""
+    """The study's table: mean ± std over seeds of the metrics of
+    :func:`warpphys.metrics.study_keys` (every MSE in physical and in the paper's units), with
+    the paper's numbers (its units only, 2nd-hand) and training budget beside ours."""
     dataset = STUDIES[study][2]
     paper = PAPER_TEST_MSE.get(dataset, {})
+    proto = systems.get_protocol(STUDIES[study][0], STUDIES[study][1])
+    batch = scale.options.get("batch_size", "default")
 
     def pm(entry, key, digits=3):
         v, s = entry.get(key), entry.get(key + "_std")
@@ -320,6 +345,39 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
         if key == "n_params":
             return _fmt(int(round(v)))
         return _fmt(v, digits) + ("" if s is None else f" ± {_fmt(s, 2)}")
+
+    def paper_mse(entry):  # the paper's WARP-Phys is its one-pass model: the amortised row
+        if entry.get("estimate") not in (None, "amortised"):
+            return "–"
+        return _fmt(paper.get(entry["model"]))
+
+    def paper_budget(entry):
+        epochs = PAPER_EPOCHS.get(entry["model"])
+        if dataset is None or entry["model"] not in paper:
+            return "n/a"
+        return ("not stated" if epochs is None else
+                _budget(proto.n_train, epochs, PAPER_BATCH))
+
+    # metric columns from the metric table: each MSE in both units, the paper's beside ours
+    columns = []  # (header, cell function)
+    for metric in metrics.METRICS:
+        if not metric.study:
+            continue
+        columns.append((metric.label, lambda e, k=metric.key: pm(e, k)))
+        if not metric.minmax:
+            continue
+        in_paper_units = metrics.metric_key(metric.key, minmax=True)
+        columns.append((f"{metric.label}, paper units",
+                        lambda e, k=in_paper_units: pm(e, k)))
+        if metric.key == "test_mse" and dataset is not None:
+            columns.append(("paper's test MSE, paper units (2nd-hand)", paper_mse))
+    columns += [("parameters", lambda e: pm(e, "n_params")),
+                ("fit s", lambda e: pm(e, "fit_seconds", 3)),
+                ("inference s", lambda e: pm(e, "inference_seconds", 3)),
+                ("budget: train trajectories × epochs", lambda e: _budget(
+                    e.get("n_train") or 0, e.get("epochs_run"), batch))]
+    if dataset is not None:
+        columns.append(("paper's budget", paper_budget))
 
     where = ("none" if noise == 0 else
              "on training data and test inputs; scored against the clean test states")
@@ -332,41 +390,44 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
         f"This invocation: {wall_seconds / 60:.1f} min wall, {cpu_seconds / 60:.1f} min CPU "
         f"(all threads; runs finished by an earlier invocation are reused, not re-timed).", "",
         f"Scale: {scale.doc}", "",
-        "Means ± standard deviations over seeds; MSEs in the data's original units, on the "
-        "rolled-out steps after the context. `paper test MSE` is the published number "
-        "(**2nd-hand**: read from summaries of the paper, see PAPER.md; the paper's sizes and "
-        "training budget, not ours), shown for the same dataset and model only.", "",
-        "| model | test MSE | paper test MSE (2nd-hand) | OOD MSE | extrapolation MSE | "
-        "param rel. error | refined: test MSE | refined: param rel. error | fit s | s / epoch "
-        "| inference s | parameters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Means ± standard deviations over seeds, on the rolled-out steps after the context. "
+        "Every MSE twice: in the data's physical units, and in the paper's units (states "
+        "mapped to [-1, 1] by the training data's one global minimum and maximum over all "
+        "state variables: the physical MSE divided by half the training range squared).", "",
+        "| model | " + " | ".join(h for h, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
     ]
-    for model, e in table.items():
-        lines.append(
-            f"| {model} | {pm(e, 'test_mse')} | {_fmt(paper.get(model))} | {pm(e, 'ood_mse')} "
-            f"| {pm(e, 'extrapolation_mse')} | {pm(e, 'param_rel_error')} "
-            f"| {pm(e, 'test_mse_refined')} | {pm(e, 'param_rel_error_refined')} "
-            f"| {pm(e, 'fit_seconds', 3)} | {pm(e, 'epoch_seconds', 3)} "
-            f"| {pm(e, 'inference_seconds', 3)} | {pm(e, 'n_params')} |")
+    for name, e in table.items():
+        lines.append(f"| {name} | " + " | ".join(cell(e) for _, cell in columns) + " |")
+    lines += ["", "Notes:"]
+    if dataset is not None:
+        lines += [
+            "- paper's test MSE: the published number (**2nd-hand**: read from summaries of "
+            "the paper, see PAPER.md), in the paper's units only, beside the same dataset and "
+            "model (WARP-Phys: beside our one-pass, amortised row); its sizes and budget are "
+            "the paper's, not ours (paper's budget column). The paper's WARP-Phys run had "
+            "normalisation off, so the units of its WARP-Phys number are uncertain.",
+        ]
     lines += [
-        "", "Notes:",
-        "- OOD MSE: test trajectories with any parameter outside the training ranges. "
-        "Extrapolation MSE: steps past the training window (n/a: test runs no longer than "
-        "training, as in the paper's protocols).",
-        "- param rel. error: median relative error of the identifiable parameter combinations "
-        "recovered from the context (WARP-Phys in one forward pass; classical by its "
-        "per-trajectory least-squares fit). refined: the estimates refined on the context "
-        "(Levenberg-Marquardt on one-step, then whole-context errors through the model's "
-        "physics step; `FittedModel.predict_refined`), then rolled out with the physics; "
-        "reported beside the gradient-free default.",
+        "- OOD / in-range MSE: test trajectories whose identifiable parameter combinations "
+        "(e.g. k/m and c/m) lie outside / inside their training ranges. Extrapolation MSE: "
+        "steps past the training window (n/a: test runs no longer than training, as in the "
+        "paper's protocols).",
+        "- amortised / refined rows: models with physical parameters are scored with each of "
+        "their estimates. amortised: WARP-Phys's one forward pass (no gradient step); for "
+        "classical identification, its per-trajectory least-squares fit. refined: those "
+        "estimates refined on the context (Levenberg-Marquardt on one-step, then "
+        "whole-context errors through the model's physics step; "
+        "`FittedModel.predict_refined`), then rolled out with the physics; its inference "
+        "time includes the refinement. param. rel. error: median relative error of the "
+        "identifiable parameter combinations.",
         "- classical: per-trajectory `scipy.optimize.least_squares` on the context "
         f"({'shooting' if noise > 0 else 'one-step'} residuals), then the known ODE; nothing "
         "is trained (fit s ~ 0), its inference time is the per-trajectory fits plus the "
         "simulation.",
         "- GRU/LSTM are sized to the black-box WARP's parameter count.",
-        "- The paper's numbers come with its own sizes and budget (e.g. MSD: 20,480 training "
-        "trajectories, 1000+ epochs) and possibly its own scaling of the states; compare "
-        "orders of magnitude and rankings, not digits.",
+        "- budget: training trajectories × epochs run (mean over seeds; early stopping may "
+        "end a fit sooner) and batch size.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -395,7 +456,8 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
         device: "auto", "cpu" or "cuda".
         log: called with one line per step (default: silent).
     Returns:
-        {"rows": [...], "table": {...}, "paths": {...}, "wall_seconds": s}.
+        {"rows": [...], "table": {...}, "paths": {...}, "wall_seconds": s}; rows and table
+        entries per model and estimate (:func:`label`).
     """
     log = log or (lambda msg: None)
     if study not in STUDIES:
@@ -436,7 +498,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
         paths = study_data(study, sc, seed, noise, out / "data" / f"seed{seed}", device)
         for model in models:
             run_dir = out / "runs" / f"{model}-seed{seed}"
-            rows.append(run_one(model, seed, study=study, scale=sc, noise=noise, paths=paths,
+            rows.extend(run_one(model, seed, study=study, scale=sc, noise=noise, paths=paths,
                                 run_dir=run_dir, device=device, log=log))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     table = summarize(rows, models)
@@ -452,7 +514,15 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
         paths["md"])
     from warpphys import plots
 
-    plots.plot_comparison_bars(table, "test_mse", paths["figure"])
+    paper = PAPER_TEST_MSE.get(STUDIES[study][2], {})
+    # beside the model's one-pass row (the paper's WARP-Phys reads its parameters in one pass)
+    reference = {(f"{m} (amortised)" if f"{m} (amortised)" in table else m): v
+                 for m, v in paper.items()}
+    plots.plot_comparison_bars(
+        table, ["test_mse", "test_mse_minmax"], paths["figure"],
+        reference={"test_mse_minmax": reference}, reference_label="paper (2nd-hand)",
+        titles={"test_mse": "test MSE, physical units",
+                "test_mse_minmax": "test MSE, paper units (states in [-1, 1])"})
     log(f"wrote {paths['csv']}, {paths['md']}, {paths['figure']} ({wall / 60:.1f} min)")
     return {"rows": rows, "table": table, "paths": {k: str(v) for k, v in paths.items()},
             "wall_seconds": wall, "cpu_seconds": cpu}

@@ -9,6 +9,7 @@ place only once complete, so an interrupted job never leaves half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -44,6 +45,11 @@ def atomic_open(path: str | os.PathLike, *, binary: bool = False,
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename == str(tmp):  # name the file asked for, not the temporary one
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -60,10 +66,25 @@ def jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def finite_json(obj):
+    """``obj`` with every NaN or infinite number replaced by None (JSON's null), numpy values
+    and paths as plain data: strict JSON has no NaN or Infinity."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, (np.ndarray, np.generic, Path)):
+        return finite_json(jsonable(obj))
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(obj, path: str | os.PathLike) -> None:
-    """``obj`` as indented JSON (numpy values as plain numbers), written atomically."""
+    """``obj`` as indented strict JSON (numpy values as plain numbers, NaN and infinities as
+    null), written atomically."""
     with atomic_open(path) as fh:
-        json.dump(obj, fh, indent=2, default=jsonable)
+        json.dump(finite_json(obj), fh, indent=2, default=jsonable, allow_nan=False)
         fh.write("\n")
 
 
@@ -73,25 +94,108 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         fh.write(text)
 
 
+#: what a run directory of warpphys holds (and the hidden temporary files of atomic writes)
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, LAST_FILE, FIGURES_DIR)
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Entries of ``run_dir`` that warpphys does not write (a user's own files), sorted."""
+    found = []
+    for p in run_dir.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue  # an interrupted atomic write
+        if p.name == FIGURES_DIR and p.is_dir() and not p.is_symlink():
+            found += [f"{FIGURES_DIR}/{q.name}" for q in p.iterdir()
+                      if q.suffix != ".png" or not q.is_file()]
+        elif p.name not in RUN_ENTRIES or p.is_symlink() or (p.name != FIGURES_DIR
+                                                             and not p.is_file()):
+            found.append(p.name)
+    return sorted(found)
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a run directory written by ``warpphys fit``: its config.json is
+    one warpphys writes (a fit interrupted before its first checkpoint leaves only that), and
+    it holds nothing but the files of a run."""
+    try:
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(config, dict) and {"model", "options", "versions"} <= set(config)):
+        return False
+    return not foreign_entries(run_dir)
+
+
 def check_run_dir(run_dir: Path, *, force: bool) -> None:
-    """Refuse an --out that is a file, or a non-empty directory without ``force``."""
+    """Refuse an --out that is a file, or a non-empty directory without ``force``; with
+    ``force``, anything but a run directory of warpphys (a folder of the user's files is never
+    replaced), and the current folder or one that holds it."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise RunError(f"--out {str(run_dir)!r} is a symbolic link to nothing usable (a missing "
+                       f"target, or a loop of links); choose another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(
             f"--out {str(run_dir)!r} is a file, not a run directory; choose another --out"
         )
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not force:
         raise RunError(
             f"run directory {str(run_dir)!r} exists already; choose another --out, continue "
             f"it with --resume {run_dir}, or replace it with --force"
         )
+    here = Path.cwd().resolve()
+    if run_dir.resolve() == here or run_dir.resolve() in here.parents:
+        raise RunError(
+            f"--out {str(run_dir)!r} is the current folder (or holds it); --force never "
+            f"replaces it: name a run directory inside it, e.g. --out runs/new"
+        )
+    if not is_run_dir(run_dir):
+        foreign = foreign_entries(run_dir)
+        listed = ", ".join(repr(n) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        why = (f"it holds files warpphys did not write ({listed})" if foreign and
+               (run_dir / CONFIG_FILE).exists() else "it is not a run directory of warpphys "
+               f"(no {CONFIG_FILE} written by `warpphys fit`)")
+        raise RunError(
+            f"--force replaces only a run directory made by `warpphys fit`, and {str(run_dir)!r} "
+            f"is not one: {why}; nothing was changed. Choose another --out"
+        )
+
+
+def staging_dir(run_dir: Path, *, force: bool) -> Path:
+    """Where to build the run for ``--out run_dir``: ``run_dir`` itself when it is new (or
+    empty); with ``force`` over an existing run, a new hidden folder beside it, swapped in by
+    :func:`swap_in` once the new run has succeeded (until then the old run is untouched)."""
+    check_run_dir(run_dir, force=force)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        return run_dir.with_name(f".{run_dir.name}.new-{uuid.uuid4().hex[:8]}")
+    return run_dir
+
+
+def swap_in(build: Path, run_dir: Path) -> None:
+    """Replace the run directory ``run_dir`` by the finished run in ``build`` (see
+    :func:`staging_dir`): two renames within one folder, then the old run is removed."""
+    if build == run_dir or not build.exists():
+        return
+    old = run_dir.with_name(f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(run_dir, old)
+    try:
+        os.rename(build, run_dir)
+    except BaseException:
+        os.rename(old, run_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_run_dir(run_dir: Path, *, force: bool) -> Path:
-    """Create the run directory (emptying it with ``force``); only once the inputs are valid."""
+    """Create the run directory (refused unless new, empty, or a run replaced with ``force``,
+    see :func:`check_run_dir`); a staging folder of :func:`staging_dir` is created as is."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     check_run_dir(run_dir, force=force)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
     return run_dir
 
 

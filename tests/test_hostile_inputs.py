@@ -1,0 +1,395 @@
+"""The command line under hostile but realistic use (issue 14): never lose a user's data, never
+show a traceback.
+
+One table of refused commands runs each in a workspace of a user's files (a data file, a run
+directory, a folder of their own data and notes, an earlier prediction), and checks that the
+command exits 2 with one line naming the problem, and that every file the user had is unchanged
+(sha256 of each before and after) and nothing new appears. The cases that succeed, resume or
+are interrupted have their own tests below. Every fit is tiny (1-2 epochs, width 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL_FIT, refused
+
+from warpphys import Trajectories, api, checkpoint, cli
+from warpphys.train import Trainer
+
+LONG = "x" * 300
+
+
+def checksums(root: Path) -> dict:
+    """Every entry under ``root``: sha256 of each file, None for a folder or link."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = (hashlib.sha256(p.read_bytes()).hexdigest()
+                    if p.is_file() and not p.is_symlink() else None)
+    return out
+
+
+def variant(src: Path, dst: Path, **changes) -> Path:
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    np.savez(dst, **{k: v for k, v in arrays.items() if v is not None})
+    return dst
+
+
+def huge_header_file(src: Path, dst: Path) -> Path:
+    """A small .npz whose 'x' header declares 10^12 float64 elements (the data are absent)."""
+    import zipfile
+
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    with zipfile.ZipFile(dst, "w") as z:
+        for key, a in arrays.items():
+            if key == "x":
+                header = {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**4, 100)}
+                with z.open("x.npy", "w") as fh:
+                    np.lib.format.write_array_header_1_0(fh, header)
+                    fh.write(b"\0" * 26_000)
+            else:
+                with z.open(f"{key}.npy", "w") as fh:
+                    np.lib.format.write_array(fh, a)
+    return dst
+
+
+@pytest.fixture
+def ws(tmp_path, user_file, fitted_run, monkeypatch) -> Path:
+    """A user's workspace (also the current folder): data.npz, run/ (a finished run),
+    precious/ (their data and notes), pred.npz (an earlier prediction), and broken inputs."""
+    shutil.copy(user_file, tmp_path / "data.npz")
+    shutil.copytree(fitted_run, tmp_path / "run")
+    (tmp_path / "precious").mkdir()
+    shutil.copy(user_file, tmp_path / "precious" / "data.npz")
+    (tmp_path / "precious" / "notes.txt").write_text("three weeks of lab notes")
+    shutil.copy(user_file, tmp_path / "pred.npz")
+    (tmp_path / "folder.npz").mkdir()
+    data = tmp_path / "data.npz"
+    with np.load(data) as f:
+        x, t, params = f["x"], f["t"], f["params"]
+    variant(data, tmp_path / "wide.npz", x=np.concatenate([x, x[..., :1]], -1),
+            state_names=None, system=None)
+    variant(data, tmp_path / "short.npz", x=x[:, :4], t=t[:4])
+    variant(data, tmp_path / "huge_values.npz", x=np.where(np.arange(20)[None, :, None] == 3,
+                                                           1e40, x))
+    variant(data, tmp_path / "negative_k.npz", params=params * np.array([1.0, -1.0, 1.0]))
+    huge_header_file(data, tmp_path / "huge_header.npz")
+    os.symlink("loop.npz", tmp_path / "loop.npz")
+    edited = tmp_path / "edited"
+    shutil.copytree(fitted_run, edited)
+    config = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**config, "system": "pendulum"}))
+    edited_map = tmp_path / "edited_map"
+    shutil.copytree(fitted_run, edited_map)
+    (edited_map / "config.json").write_text(json.dumps({**config,
+                                                        "param_name_map": {"mass": "m"}}))
+    foreign = tmp_path / "foreign"
+    shutil.copytree(fitted_run, foreign)
+    state = checkpoint.load(foreign / "last.pt")
+    state["model_state"] = {k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.ndim else v
+                            for k, v in state["model_state"].items()}
+    checkpoint.save(state, foreign / "last.pt")
+    badinfo = tmp_path / "badinfo"
+    shutil.copytree(fitted_run, badinfo)
+    ckpt = checkpoint.load(badinfo / "model.pt")
+    checkpoint.save({**ckpt, "info": 123}, badinfo / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+FIT = ["fit", *SMALL_FIT, "--no-figures"]
+PREDICT = ["predict", "run", "--data", "data.npz", "--context", "5", "--horizon", "3"]
+SIM = ["simulate", "--system", "spring_mass", "--n", "2"]
+
+#: case -> (command line, words the one-line refusal must contain)
+REFUSED = {
+    # data destroyed
+    "force over a folder of the user's files": (
+        [*FIT, "--data", "precious/data.npz", "--out", "precious", "--force"],
+        ["--force replaces only a run directory", "precious"]),
+    "force over the current folder": (
+        [*FIT, "--data", "data.npz", "--out", ".", "--force"], ["current folder"]),
+    "force over a run with test data of another d": (
+        [*FIT, "--data", "data.npz", "--out", "run", "--force", "--test-data", "wide.npz"],
+        ["wide.npz", "d = 3"]),
+    "force over a run with test data shorter than the context": (
+        [*FIT, "--data", "data.npz", "--out", "run", "--force", "--test-data", "short.npz"],
+        ["--context 5", "short.npz"]),
+    "predict over its input": ([*PREDICT[:3], "pred.npz", *PREDICT[4:], "--out", "pred.npz"],
+                               ["is the input file"]),
+    "predict over its input with --force": (
+        [*PREDICT[:3], "pred.npz", *PREDICT[4:], "--out", "pred.npz", "--force"],
+        ["is the input file"]),
+    "predict over an existing file": ([*PREDICT, "--out", "precious/data.npz"],
+                                      ["exists already", "--force"]),
+    "simulate over an existing file": ([*SIM, "--out", "pred.npz"], ["exists already"]),
+    # operating-system errors
+    "fit --out with a 300-character name": ([*FIT, "--data", "data.npz", "--out", LONG],
+                                            ["File name too long", "(300 characters)"]),
+    "simulate --out with a 300-character name": ([*SIM, "--out", LONG + ".npz"],
+                                                 ["File name too long"]),
+    "predict --out with a 300-character name": ([*PREDICT, "--out", LONG + ".npz"],
+                                                ["File name too long"]),
+    "fit --out inside a file": ([*FIT, "--data", "data.npz", "--out", "data.npz/run"],
+                                ["data.npz/run", "Not a directory"]),
+    "predict --out an existing folder": ([*PREDICT, "--out", "folder.npz"], ["is a folder"]),
+    "fit --out unwritable": ([*FIT, "--data", "data.npz", "--out", "/proc/warpphys-run"],
+                             ["/proc/warpphys-run"]),
+    "predict --out unwritable": ([*PREDICT, "--out", "/proc/warpphys.npz"],
+                                 ["/proc/warpphys.npz"]),
+    "reproduce --out unwritable": (
+        ["reproduce", "--study", "msd", "--models", "classical", "--seeds", "1", "--quiet",
+         "--out", "/proc/warpphys-study"], ["/proc/warpphys-study"]),
+    "data from /proc": (["evaluate", "run", "--data", "/proc/self/status"],
+                        ["/proc/self/status", "not a readable .npz"]),
+    "data a symlink loop": (["evaluate", "run", "--data", "loop.npz"],
+                            ["loop.npz", "loop of links"]),
+    "fit --out a symlink loop": ([*FIT, "--data", "data.npz", "--out", "loop.npz"],
+                                 ["loop.npz", "loop of links"]),
+    # memory
+    "simulate --n 10^12": (["simulate", "--system", "spring_mass", "--n", "1000000000000",
+                            "--out", "big.npz"], ["1000000000000 trajectories", "memory",
+                                                  "smaller --n"]),
+    "fit --width 100000": ([*FIT, "--data", "data.npz", "--width", "100000", "--out", "new"],
+                           ["--width 100000", "memory", "smaller --width"]),
+    "predict --horizon 10^12": ([*PREDICT[:-1], "1000000000000", "--out", "new.npz"],
+                                ["memory", "smaller --horizon"]),
+    "an .npz whose header claims 10^12 elements": (
+        ["evaluate", "run", "--data", "huge_header.npz"], ["'x' of shape (1000000, 10000, 100)",
+                                                           "memory"]),
+    # checkpoints
+    "model.pt whose info is not warpphys's": (["evaluate", "badinfo", "--data", "data.npz"],
+                                              ["badinfo/model.pt", "run configuration"]),
+    "last.pt of another architecture": (["fit", "--resume", "foreign"],
+                                        ["foreign/last.pt", "another architecture"]),
+    # --resume
+    "resume with an edited config.json": (["fit", "--resume", "edited"],
+                                          ["does not match the checkpoint", "system"]),
+    "resume with an edited param_name_map": (["fit", "--resume", "edited_map"],
+                                              ["does not match the checkpoint",
+                                               "param_name_map"]),
+    "resume with --param-name": (["fit", "--resume", "run", "--param-name", "mass=m"],
+                                 ["--param-name cannot change on resume"]),
+    "resume with --estimate": (["fit", "--resume", "run", "--estimate", "amortised"],
+                               ["--estimate cannot change on resume"]),
+    "resume with --data": (["fit", "--resume", "run", "--data", "data.npz"],
+                           ["--data cannot change on resume"]),
+    "resume with --out and --force": (["fit", "--resume", "run", "--out", "run", "--force"],
+                                      ["--out, --force cannot change on resume"]),
+    "resume with --width": (["fit", "--resume", "run", "--width", "8"], ["--width"]),
+    "resume with --seed": (["fit", "--resume", "run", "--seed", "1"], ["--seed"]),
+    "resume with --epochs already trained": (["fit", "--resume", "run", "--epochs", "1",
+                                              "--quiet"], ["--epochs 1", "must exceed"]),
+    # silent wrong results
+    "states beyond float32": ([*FIT, "--data", "huge_values.npz", "--out", "new"],
+                              ["1e+40", "float32", "rescale"]),
+    "evaluate on states beyond float32": (["evaluate", "run", "--data", "huge_values.npz"],
+                                          ["float32"]),
+    "negative parameter in a user's file": (
+        [*FIT, "--model", "warp-phys", "--data", "negative_k.npz", "--out", "new"],
+        ["negative_k.npz", "parameter 'k'"]),
+    "stiff damping range": (["simulate", "--system", "spring_mass", "--range", "c=1e6:1e6",
+                             "--out", "stiff.npz"], ["c=1e+06:1e+06", "too stiff"]),
+    "stiff spring range": (["simulate", "--system", "spring_mass", "--range", "k=1e12:1e12",
+                            "--out", "stiff.npz"], ["k=1e+12", "too stiff"]),
+    "pendulum length 0": (["simulate", "--system", "pendulum", "--range", "length=0:0",
+                           "--out", "p.npz"], ["'length'", "greater than 0.0"]),
+    "reproduce --models ,": (["reproduce", "--study", "msd", "--models", ",", "--out",
+                              "study"], ["names no model"]),
+    "unknown system named in bytes": (
+        ["evaluate", "run", "--data", "bytes_system.npz"], ["'planets'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_command_is_one_line_and_changes_nothing(case, ws, capsys):
+    argv, needles = REFUSED[case]
+    if case == "unknown system named in bytes":
+        variant(ws / "data.npz", ws / "bytes_system.npz", system=np.array(b"planets"))
+    before = checksums(ws)
+    line = refused(cli.main(argv), capsys, *needles)
+    assert "b'planets'" not in line
+    assert checksums(ws) == before  # nothing changed, nothing new (no staging folder left)
+
+
+#: argparse errors: one line naming the problem and --help, exit 2
+USAGE = {
+    "fit --epochs two": ["fit", "--epochs", "two"],
+    "fit --lr -1": ["fit", "--system", "pendulum", "--lr", "-1"],
+    "fit --lr nan": ["fit", "--system", "pendulum", "--lr", "nan"],
+    "fit --lr inf": ["fit", "--system", "pendulum", "--lr", "inf"],
+    "fit --max-minutes -1": ["fit", "--system", "pendulum", "--max-minutes", "-1"],
+    "fit --seed -1 with --system": ["fit", "--system", "pendulum", "--seed", "-1"],
+    "fit --seed -1 with --data": ["fit", "--data", "data.npz", "--seed", "-1"],
+    "fit --seed 1e23": ["fit", "--data", "data.npz", "--seed", "100000000000000000000000"],
+    "simulate --seed -1": ["simulate", "--system", "pendulum", "--seed", "-1", "--out", "s.npz"],
+    "simulate --seed 1e23": ["simulate", "--system", "pendulum", "--seed", "1e23", "--out",
+                             "s.npz"],
+    "unknown option": ["evaluate", "run", "--data", "data.npz", "--contxt", "3"],
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE))
+def test_a_usage_error_is_one_line_pointing_to_help(case, ws, capsys):
+    before = checksums(ws)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(USAGE[case])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ": error: " in err and "--help" in err and "usage:" not in err
+    if "seed" in case:
+        assert "a seed is a whole number from 0 to 2**63 - 1" in err
+    if "--lr" in case or "minutes" in case:
+        assert "positive finite number" in err
+    assert checksums(ws) == before
+
+
+def test_the_library_refuses_the_same_seeds_and_rates(ws):
+    for kw in ({"seed": -1}, {"seed": 10**23}, {"lr": float("nan")}, {"lr": -1.0},
+               {"max_seconds": -60.0}):
+        with pytest.raises(api.RunError):
+            api.fit(data="data.npz", model="warp", out="new", **kw)
+    assert not (ws / "new").exists()
+
+
+# -- what succeeds -------------------------------------------------------------------------------
+def test_force_replaces_a_run_only_after_the_new_one_succeeded(ws, capsys, monkeypatch):
+    before = checksums(ws / "run")
+
+    def fails(*a, **kw):
+        raise RuntimeError("a bug in the middle of training")
+
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", fails)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main([*FIT, "--data", "data.npz", "--out", "run", "--force", "--seed", "4"])
+    assert checksums(ws / "run") == before
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.setattr(Trainer, "fit", fit)
+    assert cli.main([*FIT, "--data", "data.npz", "--out", "run", "--force", "--seed", "4"]) == 0
+    assert api.load(ws / "run").info["seed"] == 4
+    assert json.loads(capsys.readouterr().out)["run_dir"] == "run"
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_ctrl_c_during_fit_says_where_the_checkpoint_is(force, ws, capsys, monkeypatch):
+    save = Trainer._save
+
+    def save_then_interrupt(self):
+        save(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_interrupt)
+    out = "run" if force else "new"
+    before = checksums(ws / "run")
+    rc = cli.main([*FIT, "--data", "data.npz", "--out", out, *(["--force"] if force else [])])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "last checkpoint" in err and "--resume" in err
+    resume_dir = err.split("--resume ")[1].strip().rstrip("`")
+    assert Path(resume_dir, "last.pt").exists()
+    if force:
+        assert checksums(ws / "run") == before and "is unchanged" in err
+    else:
+        assert resume_dir == "new"
+    monkeypatch.setattr(Trainer, "_save", save)
+    assert cli.main(["fit", "--resume", resume_dir, "--quiet", "--no-figures"]) == 0
+    assert json.loads((Path(resume_dir) / "config.json").read_text())["status"] == "completed"
+
+
+def test_resume_extends_training_with_epochs_and_keeps_the_test_data(ws, capsys):
+    with np.load(ws / "data.npz") as f:
+        variant(ws / "data.npz", ws / "test.npz", x=f["x"][:5], params=f["params"][:5])
+    assert cli.main([*FIT, "--data", "data.npz", "--test-data", "test.npz", "--out", "r"]) == 0
+    config = json.loads((ws / "r" / "config.json").read_text())
+    assert config["test_data"] == "test.npz" and config["options"]["epochs"] == 1
+    assert config["max_seconds"] is None
+    assert cli.main(["fit", "--resume", "r", "--epochs", "2", "--quiet", "--no-figures"]) == 0
+    config = json.loads((ws / "r" / "config.json").read_text())
+    assert config["options"]["epochs"] == 2 and config["epochs_run"] == 2
+    assert json.loads((ws / "r" / "metrics.json").read_text())["n_trajectories"] == 5
+
+
+def test_a_corrupt_metrics_json_does_not_block_evaluate(ws, capsys):
+    (ws / "run" / "metrics.json").write_text("{ not json")
+    with pytest.warns(UserWarning, match="metrics.json"):
+        assert cli.main(["evaluate", "run", "--data", "data.npz"]) == 0
+    assert "test_mse" in json.loads(capsys.readouterr().out)
+
+
+def test_json_is_strict_non_finite_numbers_become_null(tmp_path):
+    from warpphys.rundir import write_json
+
+    write_json({"test_mse": float("nan"), "drift": [np.float64("inf"), 1.0]}, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in strict JSON")
+
+    assert json.loads(text, parse_constant=no_constants) == {"test_mse": None,
+                                                             "drift": [None, 1.0]}
+    assert json.loads(cli._json({"a": float("-inf")}), parse_constant=no_constants) == {
+        "a": None}
+
+
+def test_a_bytes_system_key_is_read_as_text(ws):
+    path = variant(ws / "data.npz", ws / "b.npz", system=np.array(b"spring_mass"),
+                   param_names=np.array([b"m", b"k", b"c"]))
+    traj = Trajectories.load(path)
+    assert traj.system == "spring_mass" and traj.param_names == ("m", "k", "c")
+
+
+def test_only_the_keys_of_the_format_are_read(ws, monkeypatch):
+    # an ignored key whose header claims 10^12 elements is neither read nor a problem
+    big = huge_header_file(ws / "data.npz", ws / "big.npz")
+    import zipfile
+
+    with zipfile.ZipFile(big, "a") as z, z.open("notes.npy", "w") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**12,)})
+    good = variant(ws / "data.npz", ws / "good.npz")
+    with zipfile.ZipFile(good, "a") as z, z.open("notes.npy", "w") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**12,)})
+    with pytest.warns(UserWarning, match="ignoring unknown keys"):
+        assert Trajectories.load(good).n == 12
+
+
+def test_unix_timestamps_predict_like_times_from_zero(ws):
+    fitted = api.load(ws / "run")
+    traj = Trajectories.load(ws / "data.npz")
+    shifted = Trajectories(t=traj.t + 1.7e9, x=traj.x)
+    np.testing.assert_allclose(fitted.predict(shifted, 5, 10), fitted.predict(traj, 5, 10),
+                               rtol=1e-6, atol=1e-9)
+    x0, t0 = api._tensors(traj, "cpu")
+    x1, t1 = api._tensors(shifted, "cpu")
+    torch.testing.assert_close(t1, t0)  # the models see the same times
+
+
+def test_output_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        from warpphys.data import simulate
+
+        out = simulate("spring_mass", n=2).save(tmp_path / "s.npz")
+        from warpphys.rundir import write_json
+
+        write_json({"a": 1}, tmp_path / "c.json")
+        checkpoint.save({"kind": "model"}, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    for p in (out, tmp_path / "c.json", tmp_path / "m.pt"):
+        assert p.stat().st_mode & 0o777 == 0o644, p

@@ -1,0 +1,43 @@
+"""Size limits checked before allocating: a job that cannot fit in memory is refused up front,
+with a message that says what is too big and what to do, instead of failing deep inside numpy
+or torch (or swapping the machine to a halt)."""
+
+from __future__ import annotations
+
+import os
+
+from warpphys.errors import WarpphysError
+
+
+class ResourceError(WarpphysError):
+    """A job would need more memory (or steps) than this machine has; says what to shrink."""
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (16 GiB if the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+
+
+def human(nbytes: float) -> str:
+    """``nbytes`` as a short human-readable size, e.g. ``'1.5 TB'``."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # unreachable
+
+
+def check_memory(nbytes: float, what: str, advice: str) -> None:
+    """Refuse a job needing ``nbytes`` when that exceeds half this machine's memory.
+
+    ``what`` names the job and its sizes ("--n 10 trajectories of 96 steps"), ``advice`` what
+    to do instead ("use a smaller --n")."""
+    limit = memory_bytes() // 2
+    if nbytes > limit:
+        raise ResourceError(
+            f"{what} would need about {human(nbytes)} of memory, more than half of this "
+            f"machine's {human(memory_bytes())}; {advice}"
+        )
