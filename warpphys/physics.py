@@ -1,8 +1,20 @@
 """Physics roots: root networks that embed the known ODE of a registered system (WARP-Phys).
 
-Written once for every system of :mod:`systems`. The root's MLP, evaluated with the weights
-``theta`` of each trajectory, maps (tau, x_prev) to the system's physical parameters; the known
-physics then advances x_prev by one sample step dt:
+Written once for every system of :mod:`systems`. The weights ``theta`` of each trajectory give
+the system's physical parameters, and the known physics advances x_prev by one sample step dt.
+How the parameters are read from the weights (``readout``):
+
+* ``"head"`` (the default of ``warpphys fit``): ``theta`` is the state of a fixed bank of damped
+  rotations driven by the state differences (``WARP(transition="spectral")``), and a trained
+  read-out network maps it (normalised; with the log power of every rotation pair and where
+  that power lies along the bank's frequencies) to the identifiable combinations in log space
+  (k/m and c/m for spring-mass). The estimate is read once, at the end of the context, and held
+  for the rollout (``freeze_params``). The head learns from the parameter loss on every step
+  from half the context to twice it, teacher-forced.
+* ``"root"`` (the paper's): a root MLP, evaluated with ``theta`` as its weights, maps
+  (tau, x_prev) to the parameters at every step.
+
+The physics step:
 
 * :class:`ODERoot`: one step of the system's vector field, integrated with a torchdiffeq
   fixed-step solver (RK4 with substeps by default: stable and accurate over the whole parameter
@@ -13,7 +25,7 @@ physics then advances x_prev by one sample step dt:
   theta), for physics known only in part.
 
 Parameters are positive: ``scale * exp(z)``, with ``z`` softly bounded to ``+-log_range`` and
-``scale`` taken from the training data (the geometric mean of its parameters when the file has
+``scale`` (for the head: of the identifiable combinations) taken from the training data (the geometric mean of its parameters when the file has
 them, else a global least-squares fit of the physics to the data), never from default ranges.
 
 States are kept inside a box of ``+-state_bound`` training standard deviations around the
