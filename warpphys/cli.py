@@ -24,6 +24,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads of torch (default: OMP_NUM_THREADS if set, else chosen by "
+                        "the work's size: one for warpphys's usual sizes)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="warpphys",
@@ -49,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
     s.add_argument("--out", required=True, help="output .npz file")
+    _threads_option(s)
     s.set_defaults(func=cmd_simulate)
 
     f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
@@ -80,12 +87,14 @@ def _parser() -> argparse.ArgumentParser:
                         "the ODE plus a neural correction (physics known in part); default auto")
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    _threads_option(f)
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("evaluate", help="metrics of a run on an .npz file (JSON on stdout)")
     e.add_argument("run_dir")
     e.add_argument("--data", required=True)
     e.add_argument("--context", type=_positive_int)
+    _threads_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -94,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--context", type=_positive_int, required=True)
     r.add_argument("--horizon", type=_positive_int, required=True)
     r.add_argument("--out", required=True, help="output .npz file")
+    _threads_option(r)
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -110,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     q.add_argument("--quiet", action="store_true", help="no progress lines")
     q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
+    _threads_option(q)
     q.set_defaults(func=cmd_reproduce)
     return p
 
@@ -256,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     from warpphys.data import DataError
 
     try:
+        if hasattr(args, "threads"):
+            from warpphys import _threads
+
+            _threads.configure(args.threads)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
