@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         help="sample parameter NAME uniformly from [LO, HI] instead of the split's range "
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
+    s.add_argument("--method", default="auto",
+                   help="auto (default: the closed form of linear systems, else dopri5 at "
+                        "rtol 1e-9), exact, or a torchdiffeq method: dopri5, dopri8, rk4, ...")
+    s.add_argument("--rtol", type=float,
+                   help="relative tolerance of adaptive methods (default 1e-9); larger is "
+                        "faster and less accurate")
     s.add_argument("--out", required=True, help="output .npz file")
     _threads_option(s)
     s.set_defaults(func=cmd_simulate)
@@ -187,7 +193,8 @@ def cmd_simulate(args) -> int:
     _check_out(args.out)
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
-        device=_device(args.device), ranges=_ranges(args.ranges),
+        device=_device(args.device), ranges=_ranges(args.ranges), method=args.method,
+        rtol=args.rtol,
     )
     try:
         traj.save(args.out)
