@@ -1,12 +1,12 @@
-"""The fused dense recurrence (WARP.fast_recurrence) and the fused tanh root (BatchedMLP.fused)
-give the gradients of plain autograd through every operation (float64: agreement to round-off)."""
+"""The fused dense recurrence (WARP.fast_recurrence) gives the gradients of plain autograd
+through every step (float64: agreement to round-off)."""
 
 import pytest
 import torch
 
 from warpphys.model import WARP
 from warpphys.physics import ODERoot
-from warpphys.roots import BatchedMLP, MLPRoot
+from warpphys.roots import MLPRoot
 
 
 def _model(root=None, diff="input", freeze=False, seed=0):
@@ -25,15 +25,8 @@ def _data(B=5, T=14, seed=1):
     return x, torch.linspace(0.0, 1.0, T, dtype=torch.float64)
 
 
-def _set_fast(m, fast):
-    m.fast_recurrence = fast
-    for module in m.modules():
-        if isinstance(module, BatchedMLP):
-            module.fused = fast
-
-
 def _grads(m, fast, **kw):
-    _set_fast(m, fast)
+    m.fast_recurrence = fast
     m.zero_grad(set_to_none=True)
     seed = kw.pop("seed", None)
     if seed is not None:  # the same scheduled-sampling masks in both runs
@@ -74,17 +67,9 @@ def test_fused_recurrence_gradients_equal_plain_autograd_for_a_physics_root():
 def test_fused_recurrence_runs_the_same_forward():
     m = _model()
     x, t = _data()
-    _set_fast(m, False)
+    m.fast_recurrence = False
     plain = m.run(x, t, context=3, keep_theta=True)
-    _set_fast(m, True)
+    m.fast_recurrence = True
     fast = m.run(x, t, context=3, keep_theta=True)
     torch.testing.assert_close(fast.mean, plain.mean, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast.theta, plain.theta, rtol=1e-10, atol=1e-12)
-
-
-def test_fused_tanh_mlp_gradients_match_finite_differences():
-    torch.manual_seed(0)
-    mlp = BatchedMLP([3, 5, 4, 2], "tanh")
-    theta = (0.5 * torch.randn(6, mlp.num_weights, dtype=torch.float64)).requires_grad_()
-    h = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(mlp, (theta, h), eps=1e-6, atol=1e-7)

@@ -18,7 +18,6 @@ import math
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 
 class Root(nn.Module):
@@ -56,12 +55,7 @@ class BatchedMLP(nn.Module):
     """An MLP evaluated with a different flat weight vector per batch row.
 
     ``sizes = [in, h1, ..., out]``; weights are laid out layer by layer as W (out, in) then b.
-    Under autograd a tanh MLP runs as one autograd node (:class:`_FusedTanhMLP`: the same
-    arithmetic, a hand-written backward that writes the weights' gradient into one buffer);
-    ``fused = False`` gives plain autograd through every operation.
     """
-
-    fused: bool = True
 
     def __init__(self, sizes: list[int], activation: str = "tanh"):
         super().__init__()
@@ -71,7 +65,6 @@ class BatchedMLP(nn.Module):
         self.shapes = [(o, i) for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
         self.num_weights = sum(o * i + o for o, i in self.shapes)
         self._split_sizes = [n for o, i in self.shapes for n in (o * i, o)]
-        self._split_ends = [sum(self._split_sizes[:k + 1]) for k in range(len(self._split_sizes))]
 
     def initial_weights(self, last_scale: float = 1.0, generator=None) -> torch.Tensor:
         """Glorot-like random weights, zero biases; the last layer scaled by ``last_scale``."""
@@ -88,11 +81,6 @@ class BatchedMLP(nn.Module):
         lead = h.shape[:-1]
         theta = theta.reshape(-1, theta.shape[-1])
         h = h.reshape(-1, h.shape[-1])
-        if (self.fused and self.activation == "tanh" and torch.is_grad_enabled()
-                and (theta.requires_grad or h.requires_grad)
-                and not torch.is_autocast_enabled(theta.device.type)):
-            out = _FusedTanhMLP.apply(theta, h, self)
-            return out.reshape(*lead, out.shape[-1])
         # one split (its backward is one concatenation) instead of a slice per weight and bias
         parts = theta.split(self._split_sizes, -1)
         for j, (o, i) in enumerate(self.shapes):
@@ -101,48 +89,6 @@ class BatchedMLP(nn.Module):
             if j < len(self.shapes) - 1:
                 h = self._act(h)
         return h.reshape(*lead, h.shape[-1])
-
-
-class _FusedTanhMLP(torch.autograd.Function):
-    """``BatchedMLP.forward`` for tanh, theta (N, D), h (N, in) -> (N, out), as one node."""
-
-    @staticmethod
-    def forward(ctx, theta, h, mlp):
-        ctx.mlp = mlp
-        parts = theta.split(mlp._split_sizes, -1)
-        acts = [h]
-        last = len(mlp.shapes) - 1
-        for j, (o, i) in enumerate(mlp.shapes):
-            w, b = parts[2 * j].view(-1, o, i), parts[2 * j + 1]
-            z = torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1)
-            if j < last:
-                h = torch.tanh(z)
-                acts.append(h)
-        ctx.save_for_backward(theta, *acts)
-        return z
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        mlp = ctx.mlp
-        theta, *acts = ctx.saved_tensors
-        grad_theta = torch.empty_like(theta)  # every entry is written below
-        n = theta.shape[0]
-        ends = mlp._split_ends
-        grad_h = None
-        for j in reversed(range(len(mlp.shapes))):
-            o, i = mlp.shapes[j]
-            kw, kb, end = ends[2 * j] - o * i, ends[2 * j + 1] - o, ends[2 * j + 1]
-            h = acts[j]
-            torch.mul(g.unsqueeze(-1), h.unsqueeze(-2), out=grad_theta[:, kw:kb].view(n, o, i))
-            grad_theta[:, kb:end].copy_(g)
-            if j == 0 and not ctx.needs_input_grad[1]:
-                break
-            w = theta[:, kw:kb].view(n, o, i)
-            grad_h = torch.bmm(g.unsqueeze(-2), w).squeeze(-2)
-            if j > 0:
-                g = grad_h * (1 - h * h)  # tanh' from tanh's output
-        return grad_theta, (grad_h if ctx.needs_input_grad[1] else None), None
 
 
 class MLPRoot(Root):
