@@ -141,13 +141,18 @@ class _DenseRecurrence:
     def __init__(self, A: torch.Tensor, B: torch.Tensor, steps: int):
         self.D, self.steps = A.shape[0], steps
         self.W = torch.cat([A.detach(), B.detach()], 1)  # (D, D + d)
+        # the forward GEMM's inner dimension padded with zeros to a multiple of 64: measured
+        # 120 -> 150 GFLOP/s for (64 x 704) @ (704 x 692) against 694 on one x86 core (MKL)
+        self.width = -(-self.W.shape[1] // 64) * 64
+        self.Wt = self.W.new_zeros(self.width, self.D)
+        self.Wt[: self.W.shape[1]] = self.W.t()
         self.inputs = self.grads = None
         self.used = 0
         self.token = _TapeEntry.apply(A, B, self)
 
     def __call__(self, theta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         if self.inputs is None:
-            self.inputs = theta.new_empty(self.steps, theta.shape[0], self.W.shape[1])
+            self.inputs = theta.new_zeros(self.steps, theta.shape[0], self.width)
         if self.used >= self.steps:
             raise RuntimeError("more recurrence steps than this run was built for")
         s, self.used = self.used, self.used + 1
@@ -168,11 +173,11 @@ class _TapeEntry(torch.autograd.Function):
         tape = ctx.tape
         if tape.grads is None:
             return None, None, None
-        n, D = tape.used, tape.D
+        n, D, K = tape.used, tape.D, tape.W.shape[1]
         G = tape.grads[:n].reshape(-1, D)
-        Z = tape.inputs[:n].reshape(-1, tape.W.shape[1])
+        Z = tape.inputs[:n].reshape(-1, tape.width)
         grad_A = G.t() @ Z[:, :D] if ctx.needs_input_grad[0] else None
-        grad_B = G.t() @ Z[:, D:] if ctx.needs_input_grad[1] else None
+        grad_B = G.t() @ Z[:, D:K] if ctx.needs_input_grad[1] else None
         return grad_A, grad_B, None
 
 
@@ -182,8 +187,8 @@ class _TapeStep(torch.autograd.Function):
         ctx.tape, ctx.s = tape, s
         z = tape.inputs[s]
         z[:, : tape.D].copy_(theta)
-        z[:, tape.D:].copy_(dx)
-        return z @ tape.W.t()
+        z[:, tape.D:tape.W.shape[1]].copy_(dx)
+        return z @ tape.Wt
 
     @staticmethod
     @once_differentiable
