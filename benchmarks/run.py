@@ -550,7 +550,9 @@ def report(r: dict) -> str:
         lines.append(f"step_speedup_vs_base = {c['speedup']:.2f}: training step (forward, "
                      f"backward, Adam), D = {c['D']}, batch {c['batch']}, T {c['T']}, "
                      f"{c['threads']} thread; {c['base']} {c['old_s']:.3f} s vs now "
-                     f"{c['new_s']:.3f} s (best of alternating runs)")
+                     f"{c['new_s']:.3f} s (best of alternating runs); in CPU time "
+                     f"{c['old_cpu_s']:.3f} s vs {c['new_cpu_s']:.3f} s = "
+                     f"{c['speedup_cpu']:.2f}x")
     if "sim_default" in r:
         c = r["sim_default"]
         lines.append(f"sim_default_speedup_vs_scipy = {c['sim_default_speedup_vs_scipy']:.0f}: "
