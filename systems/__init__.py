@@ -110,7 +110,8 @@ def sample(
     preset: str | None = None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
-    method: str = "dopri5",
+    method: str = "auto",
+    rtol: float | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Simulation:
     """Simulate ``n`` trajectories of a system (or preset) for one data split.
@@ -123,7 +124,9 @@ def sample(
         seed: random seed; the same seed, split and device give the same numbers.
         preset: a protocol of the paper ("msd", "msd-zero", "lv").
         dtype, device: where to simulate (float64 on CPU by default).
-        method: torchdiffeq method.
+        method: "auto" (the closed form where the system has one, else dopri5), "exact", or
+            a torchdiffeq method (see :func:`simulate`).
+        rtol: relative tolerance of adaptive methods (default: :func:`simulate`'s).
         ranges: ``{parameter name: (low, high)}`` overriding the split's sampling ranges for
             the named parameters (the others keep the protocol's ranges); ``low == high`` fixes
             a parameter. Ranges below a parameter's physical minimum are refused.
@@ -144,7 +147,7 @@ def sample(
     params = sample_params(sys_, chosen, n, gen, dtype)
     x0 = proto.initial_state.sample(n, gen, dtype)
     t = proto.times(split, dtype)
-    x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method)
+    x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method, rtol=rtol)
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
 
 

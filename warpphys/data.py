@@ -401,17 +401,20 @@ def simulate(
     system: str | None = None, n: int | None = None, split: str = "train", seed: int = 0, *,
     preset: str | None = None, device: str = "cpu",
     ranges: dict[str, tuple[float, float]] | None = None,
+    method: str = "auto", rtol: float | None = None,
 ) -> Trajectories:
     """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
 
-    ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges.
+    ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
+    ``method`` and ``rtol`` choose the integrator (see :func:`systems.simulate`).
     Refused before any work (:class:`~warpphys.limits.ResourceError`) when the result would not
     fit in memory, or when the parameters make the system so stiff or fast that the explicit
     solver would need more than :data:`MAX_SOLVER_STEPS` steps.
     """
     check_simulation_cost(system, n, split, preset=preset, ranges=ranges)
     return Trajectories.from_simulation(
-        systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges)
+        systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
+                       method=method, rtol=rtol)
     )
 
 

@@ -44,6 +44,8 @@ class PhysicsRoot(Root):
 
     wants_theta = True
     has_params = True
+    #: whether ``advance`` reads the weights theta (else refinement does not copy them per step)
+    advance_uses_theta = False
     #: states are clamped to the training mean +- this many training standard deviations
     state_bound = 50.0
 
@@ -236,6 +238,7 @@ class HybridRoot(ODERoot):
     """
 
     kind = "hybrid"
+    advance_uses_theta = True
 
     def __init__(self, system: str, *, correction_width: int = 16, **kw):
         super().__init__(system, **kw)
