@@ -11,8 +11,9 @@ def expm2_apply(M: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Ten
     With ``tr = trace M``, ``N = M - tr/2 I`` satisfies ``N^2 = disc I`` (``disc = tr^2/4 - det
     M``), so ``expm(M t) = e^{tr t/2} (C(t) I + S(t) N)`` with ``C = cosh(q t)``,
     ``S = sinh(q t)/q`` for ``q = sqrt(disc)`` (cos and sin of ``sqrt(-disc) t`` when disc < 0,
-    a series when ``disc t^2`` is tiny). Overdamped flows are written with exponentials of the
-    two real eigenvalues and ``expm1``, so that nothing cancels.
+    a series when ``disc t^2`` is tiny). Overdamped flows are written with the exponential of the
+    dominant real eigenvalue and ``expm1`` of the gap, so that nothing cancels or overflows
+    where the flow itself is finite (strongly damped systems included).
 
     Args:
         M: (B, 2, 2) generators; t: (T,) times from the start; x0: (B, 2).
@@ -31,13 +32,22 @@ def expm2_apply(M: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Ten
     eh = torch.exp(h * tt)
     c_osc = eh * torch.cos(w * tt)
     s_osc = eh * torch.sin(w * tt) / w_safe
-    # real eigenvalues (disc > 0): half +- q
+    # real eigenvalues (disc > 0): half +- q. Each flow is written through the exponential of
+    # the eigenvalue that dominates at that time (the larger for t > 0, the smaller for t < 0)
+    # and expm1 of minus the gap, in [-1, 0]: finite wherever the flow is, even when a stiff
+    # eigenvalue's exponential underflows (a product of 0 and inf otherwise). The eigenvalue
+    # of larger magnitude is half + sign(half) q (no cancellation), the other det / it.
     q = torch.sqrt(dsc.clamp_min(0.0))
     q_safe = torch.where(q > 0, q, torch.ones_like(q))
-    lo = torch.exp((h - q) * tt)
-    em = torch.expm1(2.0 * q * tt)
-    c_real = lo * (1.0 + 0.5 * em)
-    s_real = lo * em / (2.0 * q_safe)
+    sgn = torch.where(h < 0, -torch.ones_like(h), torch.ones_like(h))
+    big = h + sgn * q
+    det = (a * d - b * c)[:, None]
+    small_eig = det / torch.where(big != 0, big, torch.ones_like(big))
+    lam_hi, lam_lo = torch.maximum(big, small_eig), torch.minimum(big, small_eig)
+    dom = torch.exp(torch.where(tt >= 0, lam_hi, lam_lo) * tt)
+    gap = torch.expm1(-2.0 * q * tt.abs())  # e^{-2 q |t|} - 1
+    c_real = dom * (1.0 + 0.5 * gap)
+    s_real = -torch.sign(tt) * dom * gap / (2.0 * q_safe)
     # near-critical: series in z = disc t^2 (error below z^3 / 5040)
     c_ser = eh * (1.0 + z / 2 + z * z / 24 + z * z * z / 720)
     s_ser = eh * tt * (1.0 + z / 6 + z * z / 120 + z * z * z / 5040)

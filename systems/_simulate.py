@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torchdiffeq import odeint
 
-from ._base import System
+from ._base import System, SystemInputError
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("rk4", "dopri5_fixed", "midpoint", "euler", "explicit_adams", "implicit_adams")
@@ -95,13 +97,19 @@ def simulate(
     if params.shape[0] != x0.shape[0]:
         raise ValueError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial states")
     system.check_params(params)
+    # the user's choices: SystemInputError (a ValueError), one line on the command line
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise SystemInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (math.isfinite(float(tol)) and float(tol) > 0):
+            raise SystemInputError(f"{name} must be a positive finite number, got {tol!r}")
     if method == "auto":
         method = "exact" if has_closed_form(system) else "dopri5"
     if method == "exact":
         if not has_closed_form(system):
-            raise ValueError(f"{system.name} has no closed form; use an integrator, e.g. dopri5")
+            raise SystemInputError(
+                f"{system.name} has no closed form; use an integrator, e.g. dopri5"
+            )
         return system.exact_solution(t, x0, params).contiguous()
     double = x0.dtype == torch.float64
     options = {}

@@ -49,5 +49,38 @@ def test_a_looser_tolerance_is_used_and_less_accurate():
 
 
 def test_exact_method_needs_a_closed_form():
-    with pytest.raises(ValueError, match="no closed form"):
+    with pytest.raises(ValueError, match="no closed form") as refused:
         systems.sample("pendulum", 4, method="exact")
+    assert isinstance(refused.value, systems.SystemInputError)  # one line on the command line
+
+
+@pytest.mark.parametrize("c", [20.0, 50.0])
+def test_a_strongly_damped_closed_form_stays_finite_and_matches_dopri5(c):
+    # a stiff overdamped eigenvalue's exponential underflows within the step budget of
+    # warpphys.data.check_simulation_cost: the closed form must not turn that into 0 * inf
+    exact = systems.sample("spring_mass", 4, "test", seed=2, ranges={"c": (c, c)})
+    ref = systems.sample("spring_mass", 4, "test", seed=2, ranges={"c": (c, c)},
+                         method="dopri5")
+    assert torch.isfinite(exact.x).all()
+    assert float((exact.x - ref.x).abs().max()) < 1e-7
+
+
+def test_backward_times_of_a_stiff_overdamped_flow_match_the_matrix_exponential():
+    M = torch.tensor([[[0.0, 1.0], [-300.0, -40.0]], [[0.0, 1.0], [-1.0, -3e4]],
+                      [[0.5, 2.0], [1.0, -0.3]]], dtype=torch.float64)
+    x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (torch.linspace(0.0, 1.0, 20, dtype=torch.float64),
+              torch.linspace(0.0, -0.01, 20, dtype=torch.float64)):
+        ref = torch.einsum("btij,bj->bti",
+                           torch.linalg.matrix_exp(M[:, None] * t[:, None, None]), x0)
+        got = expm2_apply(M, t, x0)
+        assert float(((got - ref).abs() / ref.abs().amax(1, keepdim=True)).max()) < 1e-9
+
+
+@pytest.mark.parametrize("kw, needle", [({"method": "rk5"}, "unknown method 'rk5'"),
+                                         ({"method": "dopri5", "rtol": -1.0}, "rtol must be"),
+                                         ({"method": "dopri5", "rtol": float("nan")},
+                                          "rtol must be")])
+def test_bad_methods_and_tolerances_are_input_errors(kw, needle):
+    with pytest.raises(systems.SystemInputError, match=needle):
+        systems.sample("pendulum", 4, **kw)

@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="auto",
                    help="auto (default: the closed form of linear systems, else dopri5 at "
                         "rtol 1e-9), exact, or a torchdiffeq method: dopri5, dopri8, rk4, ...")
-    s.add_argument("--rtol", type=float,
+    s.add_argument("--rtol", type=_positive_float,
                    help="relative tolerance of adaptive methods (default 1e-9); larger is "
                         "faster and less accurate")
     s.add_argument("--out", required=True, help="output .npz file")
