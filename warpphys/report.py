@@ -249,7 +249,7 @@ def compare(
           context, over all test trajectories (log scale, state units);
         - ``"param_recovery: <model>"`` (models with physical parameters, test data with
           parameters): both estimates of the identifiable parameter combinations against the
-          truth;
+          truth, each panel titled with their median relative errors;
         - ``"invariant: <row name>"`` (test data with parameters of a known system): the
           invariant along truth and each model's default rollout.
     """
@@ -319,10 +319,9 @@ def _comparison_figures(named, test, K, forecasts, rollouts, rows, n_show) -> di
             default = fitted.resolve_estimate(None)
             fig = plots.plot_param_recovery(
                 sys_.identifiable(params),
-                {ESTIMATE_WORDS.get(e, e) + (" [default]" if e == default else ""):
+                {f"{name}: {ESTIMATE_WORDS.get(e, e)}" + (" [default]" if e == default else ""):
                  sys_.identifiable(f.params) for e, f in fc.items() if f.params is not None},
                 names=list(sys_.identifiable_names))
-            fig.suptitle(f"{name}: recovered vs true parameters")
             figs[f"param_recovery: {name}"] = fig
         row = next(r for r in rows if r["model"] == name and r["default"])
         x_hat = fc[row["estimate"] or "amortised"].x_hat
