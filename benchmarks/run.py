@@ -437,12 +437,14 @@ def amortized_vs_classical(quick: bool, device="cpu") -> dict:
 
 
 # -- the whole run ------------------------------------------------------------------------------
-PARTS = ("sim", "recurrence", "epoch", "parallel", "amortized", "memory", "scaling")
+PARTS = ("step", "sim_default", "evaluate", "threads", "sim", "recurrence", "epoch", "parallel",
+         "amortized", "memory", "scaling")
 
 
 def run(quick: bool = False, device="cpu", *, sizes: dict | None = None,
         epoch_sizes: dict | None = None, skip=(), repeats: int | None = None,
-        sim_kwargs: dict | None = None, amortized_quick: bool | None = None) -> dict:
+        sim_kwargs: dict | None = None, amortized_quick: bool | None = None,
+        base: str | None = None) -> dict:
     """Every figure; returns a dict with ``figures`` (the ratios) and each part's details.
 
     Args:
@@ -455,6 +457,8 @@ def run(quick: bool = False, device="cpu", *, sizes: dict | None = None,
         sim_kwargs: arguments of ``benchmarks.sim_speed.run`` (default: quick or full).
         amortized_quick: run the amortised-vs-classical benchmark in its quick mode (256
             trajectories, a 2-epoch model; default: as ``quick``).
+        base: checkout of the older commit for the step figure (default: 09f7417 extracted
+            with ``git archive``; see :mod:`benchmarks.issue13`).
     """
     sz = {**(QUICK if quick else FULL), **(sizes or {})}
     ez = {**(EPOCH_QUICK if quick else EPOCH_FULL), **(epoch_sizes or {})}
@@ -467,6 +471,21 @@ def run(quick: bool = False, device="cpu", *, sizes: dict | None = None,
     if torch.device(device).type == "cuda":
         r["gpu"] = torch.cuda.get_device_name()
     figs = {}
+    from benchmarks import issue13
+
+    if "step" not in skip:  # issue 13: the training step against an older commit
+        r["step"] = issue13.step_vs_base(base, rounds=2 if quick else 3)
+        figs["step_speedup_vs_base"] = r["step"]["speedup"]
+    if "sim_default" not in skip:
+        r["sim_default"] = issue13.sim_default(scipy_n=32 if quick else 256)
+        figs["sim_default_speedup_vs_scipy"] = r["sim_default"]["sim_default_speedup_vs_scipy"]
+    if "evaluate" not in skip:
+        r["evaluate"] = issue13.evaluate_time()
+        figs["evaluate_seconds"] = r["evaluate"]["evaluate_seconds"]
+    if "threads" not in skip:
+        r["threads"] = issue13.threads(steps=3 if quick else 6, rounds=1 if quick else 2)
+        figs["threads_auto_vs_2_alone"] = r["threads"]["auto_vs_2_alone"]
+        figs["threads_auto_busy_slowdown"] = r["threads"]["auto_busy_slowdown"]
     if "sim" not in skip:
         from benchmarks import sim_speed
 
@@ -526,6 +545,34 @@ def report(r: dict) -> str:
              + f", torch {r['torch']}, {r['torch_threads']} torch threads, "
              f"{r['cpu_count']} CPUs, load average {_fmt(r['load_average_start'])}"
              + (" [--quick: CPU sizes]" if r["quick"] else ""), ""]
+    if "step" in r:
+        c = r["step"]
+        lines.append(f"step_speedup_vs_base = {c['speedup']:.2f}: training step (forward, "
+                     f"backward, Adam), D = {c['D']}, batch {c['batch']}, T {c['T']}, "
+                     f"{c['threads']} thread; {c['base']} {c['old_s']:.3f} s vs now "
+                     f"{c['new_s']:.3f} s (best of alternating runs); in CPU time "
+                     f"{c['old_cpu_s']:.3f} s vs {c['new_cpu_s']:.3f} s = "
+                     f"{c['speedup_cpu']:.2f}x")
+    if "sim_default" in r:
+        c = r["sim_default"]
+        lines.append(f"sim_default_speedup_vs_scipy = {c['sim_default_speedup_vs_scipy']:.0f}: "
+                     f"{c['n']} x {c['n_steps']} spring-mass, default simulate "
+                     f"{c['torch_seconds']:.3f} s (error {c['torch_error_vs_matrix_exp']:.1e}) vs "
+                     f"scipy {c['scipy_method']} loop {c['scipy_seconds']:.1f} s (error "
+                     f"{c['scipy_error_vs_matrix_exp']:.1e}; timed on "
+                     f"{c['scipy_timed_trajectories']}, extrapolated)")
+    if "evaluate" in r:
+        c = r["evaluate"]
+        lines.append(f"evaluate_seconds = {c['evaluate_seconds']:.1f}: warpphys evaluate of a "
+                     f"WARP-Phys run on {c['n']} MSD trajectories, refinement included")
+    if "threads" in r:
+        c = r["threads"]
+        lines.append(
+            f"threads: automatic choice ({c['threads_auto']}) {c['alone_auto']:.2f} s vs 2 "
+            f"threads {c['alone_2']:.2f} s (ratio {c['auto_vs_2_alone']:.2f}); beside one busy "
+            f"process: automatic {c['busy_auto']:.2f} s (slowdown "
+            f"{c['auto_busy_slowdown']:.2f}), 2 threads {c['busy_2']:.2f} s (slowdown "
+            f"{c['two_threads_busy_slowdown']:.2f})")
     if "sim" in r:
         s = r["sim"]
         lines.append(f"sim_speedup_vs_scipy = {s['sim_speedup_vs_scipy']:.1f}: "
@@ -606,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amortized", choices=["quick", "full"],
                    help="mode of benchmarks/amortized_vs_classical.py (default: quick with "
                         "--quick, else full: 4096 trajectories, minutes of CPU)")
+    p.add_argument("--base", help="checkout of the older commit for the step figure "
+                                  "(default: 09f7417 by git archive)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -619,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     r = run(args.quick, args.device, skip=skip,
-            amortized_quick=None if args.amortized is None else args.amortized == "quick")
+            amortized_quick=None if args.amortized is None else args.amortized == "quick",
+            base=args.base)
     print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2, default=str) + "\n")

@@ -110,7 +110,8 @@ def sample(
     preset: str | None = None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
-    method: str = "dopri5",
+    method: str = "auto",
+    rtol: float | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     step_size: float | None = None,
 ) -> Simulation:
@@ -124,8 +125,10 @@ def sample(
         seed: random seed; the same seed, split and device give the same numbers.
         preset: a protocol of the paper ("msd", "msd-zero", "lv").
         dtype, device: where to simulate (float64 on CPU by default).
-        method: torchdiffeq method; ``step_size``: the largest step of a fixed-step one
-            (default: the sample spacing / 8).
+        method: "auto" (the closed form where the system has one, else dopri5), "exact", or
+            a torchdiffeq method (see :func:`simulate`).
+        rtol: relative tolerance of adaptive methods (default: :func:`simulate`'s).
+        step_size: the largest step of a fixed-step method (default: the sample spacing / 8).
         ranges: ``{parameter name: (low, high)}`` overriding the split's sampling ranges for
             the named parameters (the others keep the protocol's ranges); ``low == high`` fixes
             a parameter. Ranges below a parameter's physical minimum are refused.
@@ -147,7 +150,7 @@ def sample(
     x0 = proto.initial_state.sample(n, gen, dtype)
     t = proto.times(split, dtype)
     x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method,
-                 step_size=step_size)
+                 rtol=rtol, step_size=step_size)
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
 
 

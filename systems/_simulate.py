@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torchdiffeq import odeint
 
-from ._base import System
+from ._base import System, SystemInputError
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("rk4", "dopri5_fixed", "midpoint", "euler", "explicit_adams", "implicit_adams")
+#: "exact": the system's closed form (linear systems); "auto": that where it exists, else dopri5
+METHODS = ("auto", "exact", *ADAPTIVE_METHODS, *FIXED_METHODS)
+
+
+def has_closed_form(system: System) -> bool:
+    """Whether the system overrides :meth:`System.exact_solution`."""
+    return type(system).exact_solution is not System.exact_solution
 
 
 def _max_norm(ratio: torch.Tensor) -> torch.Tensor:
@@ -45,7 +55,7 @@ def simulate(
     x0: torch.Tensor,
     params: torch.Tensor,
     *,
-    method: str = "dopri5",
+    method: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
     step_size: float | None = None,
@@ -58,9 +68,12 @@ def simulate(
             time from ``t[0]``).
         x0: (B, d) initial states; its device and dtype are used throughout.
         params: (B, p) physical parameters, one row per trajectory.
-        method: a torchdiffeq method; adaptive ("dopri5", "dopri8") or fixed-step ("rk4", ...).
+        method: "auto" (default: "exact" for systems with a closed form, else "dopri5");
+            "exact": the system's closed form (``system.exact_solution``; round-off accuracy,
+            no step at all); or a torchdiffeq method, adaptive ("dopri5", "dopri8") or
+            fixed-step ("rk4", ...).
         rtol, atol: tolerances of adaptive methods; default 1e-9/1e-11 in float64 and
-            1e-6/1e-8 in float32.
+            1e-6/1e-8 in float32 (atol: rtol / 100 when only rtol is given).
         step_size: largest step of fixed-step methods: every sample interval is cut into
             ``ceil(interval / step_size)`` equal steps, so that states are computed at the
             sample times, never interpolated (default: the smallest sample spacing / 8).
@@ -84,11 +97,26 @@ def simulate(
     if params.shape[0] != x0.shape[0]:
         raise ValueError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial states")
     system.check_params(params)
+    # the user's choices: SystemInputError (a ValueError), one line on the command line
+    if method not in METHODS:
+        raise SystemInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (math.isfinite(float(tol)) and float(tol) > 0):
+            raise SystemInputError(f"{name} must be a positive finite number, got {tol!r}")
+    if method == "auto":
+        method = "exact" if has_closed_form(system) else "dopri5"
+    if method == "exact":
+        if not has_closed_form(system):
+            raise SystemInputError(
+                f"{system.name} has no closed form; use an integrator, e.g. dopri5"
+            )
+        return system.exact_solution(t, x0, params).contiguous()
     double = x0.dtype == torch.float64
     options = {}
     if method in ADAPTIVE_METHODS:
+        if atol is None:  # states are O(1): atol two decades below rtol
+            atol = rtol * 1e-2 if rtol is not None else (1e-11 if double else 1e-8)
         rtol = rtol if rtol is not None else (1e-9 if double else 1e-6)
-        atol = atol if atol is not None else (1e-11 if double else 1e-8)
         options["norm"] = _max_norm
     else:
         rtol, atol = 1e-7, 1e-9  # unused by fixed-step solvers

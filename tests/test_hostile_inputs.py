@@ -203,6 +203,13 @@ REFUSED = {
                              "--out", "stiff.npz"], ["c=1e+06:1e+06", "too stiff"]),
     "stiff spring range": (["simulate", "--system", "spring_mass", "--range", "k=1e12:1e12",
                             "--out", "stiff.npz"], ["k=1e+12", "too stiff"]),
+    "stiff damping range, exact method": (["simulate", "--system", "spring_mass", "--range",
+                                           "c=1e6:1e6", "--method", "exact", "--out",
+                                           "stiff.npz"], ["c=1e+06:1e+06", "too stiff"]),
+    "unknown simulate method": (["simulate", "--system", "pendulum", "--method", "rk5",
+                                 "--out", "p.npz"], ["unknown method 'rk5'"]),
+    "exact method of a nonlinear system": (["simulate", "--system", "pendulum", "--method",
+                                            "exact", "--out", "p.npz"], ["no closed form"]),
     "pendulum length 0": (["simulate", "--system", "pendulum", "--range", "length=0:0",
                            "--out", "p.npz"], ["'length'", "greater than 0.0"]),
     "reproduce --models ,": (["reproduce", "--study", "msd", "--models", ",", "--out",
@@ -236,6 +243,10 @@ USAGE = {
     "simulate --seed -1": ["simulate", "--system", "pendulum", "--seed", "-1", "--out", "s.npz"],
     "simulate --seed 1e23": ["simulate", "--system", "pendulum", "--seed", "1e23", "--out",
                              "s.npz"],
+    "simulate --rtol nan": ["simulate", "--system", "pendulum", "--rtol", "nan", "--out",
+                            "s.npz"],
+    "simulate --rtol -1": ["simulate", "--system", "pendulum", "--rtol", "-1", "--out", "s.npz"],
+    "fit --threads 0": ["fit", "--system", "pendulum", "--threads", "0"],
     "unknown option": ["evaluate", "run", "--data", "data.npz", "--contxt", "3"],
 }
 
@@ -251,7 +262,7 @@ def test_a_usage_error_is_one_line_pointing_to_help(case, ws, capsys):
     assert ": error: " in err and "--help" in err and "usage:" not in err
     if "seed" in case:
         assert "a seed is a whole number from 0 to 2**63 - 1" in err
-    if "--lr" in case or "minutes" in case:
+    if "--lr" in case or "minutes" in case or "--rtol" in case:
         assert "positive finite number" in err
     assert checksums(ws) == before
 

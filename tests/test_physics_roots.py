@@ -11,7 +11,15 @@ from warpphys.model import WARP, Normalizer
 from warpphys.physics import ClosedFormRoot, HybridRoot, ODERoot
 from warpphys.roots import ROOTS, physics_root_names
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """float64 by default in this file's tests only (a module-level set_default_dtype would
+    leak into every test file collected after this one)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 #: every registered system, and those whose equations are linear (closed-form root)
 SYSTEMS = systems.names()

@@ -60,6 +60,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads of torch (default: OMP_NUM_THREADS if set, else chosen by "
+                        "the work's size: one for warpphys's usual sizes)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="warpphys",
@@ -84,8 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         help="sample parameter NAME uniformly from [LO, HI] instead of the split's range "
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
+    s.add_argument("--method", default="auto",
+                   help="auto (default: the closed form of linear systems, else dopri5 at "
+                        "rtol 1e-9), exact, or a torchdiffeq method: dopri5, dopri8, rk4, ...")
+    s.add_argument("--rtol", type=_positive_float,
+                   help="relative tolerance of adaptive methods (default 1e-9); larger is "
+                        "faster and less accurate")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _threads_option(s)
     s.set_defaults(func=cmd_simulate)
 
     f = sub.add_parser("fit", help="train a model (simulating data for --system) into RUN_DIR")
@@ -123,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    _threads_option(f)
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("evaluate", help="metrics of a run on an .npz file (JSON on stdout)")
@@ -131,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--context", type=_positive_int)
     _param_name_argument(e)
     _estimate_option(e)
+    _threads_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
@@ -141,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output .npz file")
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
     _estimate_option(r)
+    _threads_option(r)
     r.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("reproduce", help="the paper's study: every model, over seeds, tables "
@@ -157,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     q.add_argument("--quiet", action="store_true", help="no progress lines")
     q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
+    _threads_option(q)
     q.set_defaults(func=cmd_reproduce)
     return p
 
@@ -266,7 +283,8 @@ def cmd_simulate(args) -> int:
     _check_out(args.out, force=args.force)
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
-        device=_device(args.device), ranges=_ranges(args.ranges),
+        device=_device(args.device), ranges=_ranges(args.ranges), method=args.method,
+        rtol=args.rtol,
     )
     try:
         traj.save(args.out)
@@ -378,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # a usage error: one line, SystemExit(2)
     command = args.command
     try:
+        if hasattr(args, "threads"):
+            from warpphys import _threads
+
+            _threads.configure(args.threads)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)

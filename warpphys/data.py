@@ -400,13 +400,15 @@ def check_system(tr: Trajectories, system: str) -> None:
 def simulate(
     system: str | None = None, n: int | None = None, split: str = "train", seed: int = 0, *,
     preset: str | None = None, device: str = "cpu",
-    ranges: dict[str, tuple[float, float]] | None = None, method: str = "dopri5",
-    step_size: float | None = None, dtype: torch.dtype = torch.float64,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    method: str = "auto", rtol: float | None = None, step_size: float | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> Trajectories:
     """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
 
     ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
-    ``method``, ``step_size``, ``dtype``: how to integrate (see :func:`systems.sample`).
+    ``method``, ``rtol``, ``step_size`` and ``dtype`` choose the integrator (see
+    :func:`systems.sample`).
     Refused before any work (:class:`~warpphys.limits.ResourceError`) when the result would not
     fit in memory, or when the parameters make the system so stiff or fast that the explicit
     solver would need more than :data:`MAX_SOLVER_STEPS` steps.
@@ -414,7 +416,7 @@ def simulate(
     check_simulation_cost(system, n, split, preset=preset, ranges=ranges)
     return Trajectories.from_simulation(
         systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
-                       method=method, step_size=step_size, dtype=dtype)
+                       method=method, rtol=rtol, step_size=step_size, dtype=dtype)
     )
 
 

@@ -25,7 +25,8 @@ The physics step:
   theta), for physics known only in part.
 
 Parameters are positive: ``scale * exp(z)``, with ``z`` softly bounded to ``+-log_range`` and
-``scale`` (for the head: of the identifiable combinations) taken from the training data (the geometric mean of its parameters when the file has
+``scale`` (for the head: of the identifiable combinations) taken from the training data (the
+geometric mean of its parameters when the file has
 them, else a global least-squares fit of the physics to the data), never from default ranges.
 
 States are kept inside a box of ``+-state_bound`` training standard deviations around the
@@ -78,6 +79,8 @@ class PhysicsRoot(Root):
 
     wants_theta = True
     has_params = True
+    #: whether ``advance`` reads the weights theta (else refinement does not copy them per step)
+    advance_uses_theta = False
     #: states are clamped to the training mean +- this many training standard deviations
     state_bound = 50.0
 
@@ -339,6 +342,7 @@ class HybridRoot(ODERoot):
     """
 
     kind = "hybrid"
+    advance_uses_theta = True
 
     def __init__(self, system: str, *, correction_width: int = 16, **kw):
         super().__init__(system, **kw)

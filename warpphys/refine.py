@@ -28,32 +28,47 @@ def _state_scale(x: torch.Tensor, scale) -> torch.Tensor:
     return x.std(1, keepdim=True).clamp_min(1e-12)
 
 
+def _uses_theta(root, theta) -> bool:
+    return theta is not None and getattr(root, "advance_uses_theta", True)
+
+
+def _tile(a, n: int):
+    """``a`` repeated ``n`` times along its first dimension (for stacked LM evaluations)."""
+    return a if n == 1 or a is None else a.repeat(n, *([1] * (a.dim() - 1)))
+
+
 def _residuals(root, x, dt, log_params, theta, scale):
-    """One-step residuals (B, (K-1)*d) of the physics step over the context, in state scales."""
+    """One-step residuals (n B, (K-1)*d) of the physics step over the context, in state scales,
+    for ``log_params (n B, p)``: n stacked sets of unknowns for the same B trajectories."""
     B, K, d = x.shape
+    n = log_params.shape[0] // B
     params = log_params.exp()
-    xs = x[:, :-1].reshape(-1, d)
-    rep = lambda a: a[:, None].expand(B, K - 1, *a.shape[1:]).reshape(B * (K - 1), *a.shape[1:])  # noqa: E731
-    th = None if theta is None else rep(theta)
-    pred = root.advance(xs, rep(params), dt.expand(B, -1).reshape(-1), th)
-    return ((pred.view(B, K - 1, d) - x[:, 1:]) / scale).reshape(B, -1)
+    xs = _tile(x[:, :-1], n).reshape(-1, d)
+    rep = lambda a: a[:, None].expand(a.shape[0], K - 1, *a.shape[1:]).reshape(  # noqa: E731
+        a.shape[0] * (K - 1), *a.shape[1:])
+    # roots whose step ignores theta get none: repeating (B, D) weights over every step of the
+    # context would be the largest temporary of the refinement
+    th = rep(_tile(theta, n)) if _uses_theta(root, theta) else None
+    pred = root.advance(xs, rep(params), dt.expand(n * B, -1).reshape(-1), th)
+    scale = _tile(scale, n) if scale.dim() == 3 else scale
+    return ((pred.view(n * B, K - 1, d) - _tile(x[:, 1:], n)) / scale).reshape(n * B, -1)
 
 
 def _lm(residuals, z, iterations, damping, eps):
     """Batched Levenberg-Marquardt on unknowns ``z (B, q)`` of ``residuals(z) -> (B, R)``, with a
-    central-difference Jacobian and a per-trajectory damping. Only improving steps are taken."""
-    q = z.shape[1]
-    lam = torch.full((z.shape[0],), damping, dtype=z.dtype, device=z.device)
+    central-difference Jacobian and a per-trajectory damping. Only improving steps are taken.
+    ``residuals`` must also take n stacked sets of unknowns ``(n B, q)`` (rows ``i B + b``
+    belong to trajectory b), returning ``(n B, R)``: the Jacobian's 2q evaluations are one call."""
+    B, q = z.shape
+    lam = torch.full((B,), damping, dtype=z.dtype, device=z.device)
     r = residuals(z)
     cost = (r**2).sum(1)
     eye = torch.eye(q, dtype=z.dtype, device=z.device)
+    steps = eps * torch.cat([eye, -eye])  # (2q, q): +eps then -eps along each unknown
     for _ in range(iterations):
-        cols = []
-        for j in range(q):
-            step = torch.zeros_like(z)
-            step[:, j] = eps
-            cols.append((residuals(z + step) - residuals(z - step)) / (2 * eps))
-        J = torch.stack(cols, -1)  # (B, R, q)
+        # all 2q shifted evaluations as one stacked batch (2q B rows): one call, not 2q
+        shifted = residuals((z[None] + steps[:, None]).reshape(2 * q * B, q)).view(2, q, B, -1)
+        J = ((shifted[0] - shifted[1]) / (2 * eps)).permute(1, 2, 0)  # (B, R, q)
         JtJ = J.transpose(1, 2) @ J
         g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
         diag = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-12)
@@ -104,13 +119,17 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     w = _state_scale(x, scale)  # (d,) or (B, 1, d): residual weights
     w0 = w.reshape(-1, d)  # (1, d) or (B, d): the unit of the first state's unknowns
 
-    def residuals(z):
-        sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
-        return ((sim - x) / w).reshape(B, -1)
+    th = theta if _uses_theta(root, theta) else None
+
+    def residuals(z):  # z: (n B, p + d), n stacked sets of unknowns
+        n = z.shape[0] // B
+        unit = _tile(w0, n) if w0.shape[0] == B else w0
+        sim = simulate(root, z[:, p:] * unit, dt, z[:, :p].exp(), _tile(th, n))
+        return ((sim - _tile(x, n)) / (_tile(w, n) if w.dim() == 3 else w)).reshape(n * B, -1)
 
     z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / w0], 1)
     z = _lm(residuals, z, shooting_iterations, damping, eps)
-    sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), theta)
+    sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), th)
     return z[:, :p].exp(), sim[:, -1]
 
 

@@ -79,6 +79,7 @@ class BatchedMLP(nn.Module):
         self._act = _activation(activation)
         self.shapes = [(o, i) for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
         self.num_weights = sum(o * i + o for o, i in self.shapes)
+        self._split_sizes = [n for o, i in self.shapes for n in (o * i, o)]
 
     def initial_weights(self, last_scale: float = 1.0, generator=None) -> torch.Tensor:
         """Glorot-like random weights, zero biases; the last layer scaled by ``last_scale``."""
@@ -95,12 +96,10 @@ class BatchedMLP(nn.Module):
         lead = h.shape[:-1]
         theta = theta.reshape(-1, theta.shape[-1])
         h = h.reshape(-1, h.shape[-1])
-        k = 0
+        # one split (its backward is one concatenation) instead of a slice per weight and bias
+        parts = theta.split(self._split_sizes, -1)
         for j, (o, i) in enumerate(self.shapes):
-            w = theta[:, k:k + o * i].view(-1, o, i)
-            k += o * i
-            b = theta[:, k:k + o]
-            k += o
+            w, b = parts[2 * j].view(-1, o, i), parts[2 * j + 1]
             h = torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1)
             if j < len(self.shapes) - 1:
                 h = self._act(h)
