@@ -11,6 +11,7 @@ import warnings
 import systems
 from warpphys import registry
 from warpphys.errors import WarpphysError
+from warpphys.physics import READOUTS
 from warpphys.roots import physics_root_names
 
 EXIT_USAGE = 2
@@ -125,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=_positive_float)
     f.add_argument("--width", type=_positive_int, help="root network width")
     f.add_argument("--depth", type=_positive_int, help="root network hidden layers")
-    f.add_argument("--transition", choices=["dense", "diagonal", "lowrank"])
+    f.add_argument("--transition", choices=["dense", "diagonal", "lowrank", "spectral"],
+                   help="the recurrence's A: trained dense (warp's default), diagonal or low "
+                        "rank, or a fixed bank of damped rotations tuned to the data (spectral, "
+                        "warp-phys's default)")
     f.add_argument("--mode", choices=["autoregressive", "parallel"])
     f.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
                    help="arithmetic of the training steps: fp32 (default), tf32 (CUDA tensor "
@@ -133,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--root", choices=["auto", *physics_root_names()],
                    help="warp-phys root: the system's ODE, its closed form (linear systems), or "
                         "the ODE plus a neural correction (physics known in part); default auto")
+    f.add_argument("--readout", choices=list(READOUTS),
+                   help="how warp-phys reads the physical parameters from the weights: a trained "
+                        "read-out head on the filter bank's state, read at the end of the "
+                        "context (head, the default), or the paper's root MLP at every step "
+                        "(root)")
     _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -301,7 +310,7 @@ def cmd_fit(args) -> int:
     from warpphys import api
 
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "width", "depth", "transition",
-                                              "mode", "root", "precision")
+                                              "mode", "root", "precision", "readout")
                if getattr(args, k) is not None}
     fitted = api.fit(
         system=args.system, data=args.data, model=args.model, epochs=args.epochs,

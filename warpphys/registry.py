@@ -17,6 +17,7 @@ import dataclasses
 import warpphys.physics  # noqa: F401  (registers the physics roots in warpphys.roots.ROOTS)
 from warpphys.errors import RunError
 from warpphys.model import WARP
+from warpphys.physics import READOUTS
 from warpphys.roots import ROOTS, MLPRoot, physics_root_names
 from warpphys.train import TrainConfig
 
@@ -90,14 +91,21 @@ def _build_warp_phys(dim, system, opts):
     if kind not in physics_root_names():
         raise RunError(f"unknown physics root {kind!r}; choose one of "
                        f"{sorted(physics_root_names())} or auto")
+    if opts["readout"] not in READOUTS:
+        raise RunError(f"unknown read-out {opts['readout']!r}; choose one of {list(READOUTS)}")
+    transition = opts["transition"]
+    if opts["readout"] == "root" and transition == "spectral":
+        # the root MLP's weights are the state: the paper's trained dense A (here started as a
+        # filter bank), not a fixed bank
+        transition = "dense"
     kw = {"width": opts["width"], "depth": opts["depth"], "readout": opts["readout"]}
     if opts["readout"] == "head":
         kw.update(state_size=opts["state_size"], head_width=opts["head_width"])
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
-    a_init = opts["a_init"] if opts["transition"] == "dense" else "identity"  # filter bank: dense
-    return WARP(dim, root, transition=opts["transition"], hyper_width=opts["hyper_width"],
+    a_init = opts["a_init"] if transition == "dense" else "identity"  # filter bank: dense
+    return WARP(dim, root, transition=transition, hyper_width=opts["hyper_width"],
                 diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"],
                 lift=opts["lift"])
 
