@@ -110,3 +110,13 @@ def refused(rc: int, capsys, *needles: str) -> str:
         assert needle in lines[0], lines[0]
     return lines[0]
 
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype for one test (files that check physics use it for all
+    their tests: ``pytestmark = pytest.mark.usefixtures("float64")``); a module-level
+    ``set_default_dtype`` would leak into every test file collected after it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

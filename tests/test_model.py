@@ -7,14 +7,7 @@ from warpphys.model import WARP
 from warpphys.roots import BatchedMLP, MLPRoot
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    """float64 by default in this file's tests only (a module-level set_default_dtype would
-    leak into every test file collected after this one)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _model(diff="input", transition="dense", seed=0, perturb=True, probabilistic=False):

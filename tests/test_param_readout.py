@@ -11,7 +11,7 @@ import systems
 from warpphys.model import WARP, data_angle_range, filter_bank
 from warpphys.physics import ClosedFormRoot, ODERoot
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("name", systems.names())

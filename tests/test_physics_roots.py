@@ -12,14 +12,7 @@ from warpphys.physics import ClosedFormRoot, HybridRoot, ODERoot
 from warpphys.roots import ROOTS, physics_root_names
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    """float64 by default in this file's tests only (a module-level set_default_dtype would
-    leak into every test file collected after this one)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 #: every registered system, and those whose equations are linear (closed-form root)
 SYSTEMS = systems.names()
