@@ -6,7 +6,6 @@ import torch
 from warpphys.model import WARP
 from warpphys.roots import BatchedMLP, MLPRoot
 
-
 pytestmark = pytest.mark.usefixtures("float64")
 
 

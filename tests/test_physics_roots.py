@@ -11,7 +11,6 @@ from warpphys.model import WARP, Normalizer
 from warpphys.physics import ClosedFormRoot, HybridRoot, ODERoot
 from warpphys.roots import ROOTS, physics_root_names
 
-
 pytestmark = pytest.mark.usefixtures("float64")
 
 #: every registered system, and those whose equations are linear (closed-form root)
