@@ -120,3 +120,18 @@ def test_fresh_training_data_are_new_each_epoch_and_the_same_for_the_same_seed()
     lo, hi = sys_.default.train_ranges["length"]
     assert float(p1[:, 0].min()) >= lo and float(p1[:, 0].max()) <= hi
     assert np.isfinite(x1.numpy()).all()
+
+
+def test_the_filter_bank_holds_a_hybrid_roots_correction_weights():
+    from warpphys.physics import HybridRoot
+
+    torch.manual_seed(0)
+    root = HybridRoot("pendulum", readout="head", state_size=16, head_width=8)
+    m = WARP(2, root, transition="spectral", hyper_width=8)
+    D = root.num_weights
+    assert D > 16 and m.transition.bank == 16
+    assert torch.all(m.B[16:] == 0)  # the correction starts at rest, as with a dense A
+    theta, drive = torch.randn(3, D), torch.zeros(3, D)
+    out = m.transition.step(theta, drive)
+    torch.testing.assert_close(out[:, 16:], theta[:, 16:], rtol=0, atol=0)  # held
+    assert not torch.allclose(out[:, :16], theta[:, :16])  # rotated

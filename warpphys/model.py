@@ -79,15 +79,18 @@ class Transition(nn.Module):
     except a dense A with ``init="spectral"`` (see :func:`spectral_init`).
     """
 
-    def __init__(self, size: int, kind: str = "dense", rank: int = 8, init: str = "identity"):
+    def __init__(self, size: int, kind: str = "dense", rank: int = 8, init: str = "identity",
+                 bank: int | None = None):
         super().__init__()
         self.kind, self.size, self.rank, self.init = kind, size, rank, init
+        # spectral: the leading ``bank`` weights are rotated, the rest held (identity)
+        self.bank = size if bank is None else min(bank, size)
         if init not in ("identity", "spectral"):
             raise ValueError(f"unknown init {init!r} of A; use identity or spectral")
         if init == "spectral" and kind not in ("dense", "spectral"):
             raise ValueError("the spectral init of A needs a dense transition")
         if kind == "spectral":
-            angles, radii = filter_bank(size // 2)
+            angles, radii = filter_bank(self.bank // 2)
             self.register_buffer("angles", angles)
             self.register_buffer("radii", radii)
         elif kind == "dense":
@@ -105,7 +108,7 @@ class Transition(nn.Module):
     def tune_to(self, xn: torch.Tensor, t: torch.Tensor) -> None:
         """Spectral bank only: frequencies over the range the training states move at."""
         if self.kind == "spectral":
-            angles, radii = filter_bank(self.size // 2, data_angle_range(xn, t))
+            angles, radii = filter_bank(self.bank // 2, data_angle_range(xn, t))
             self.angles.copy_(angles)
             self.radii.copy_(radii)
 
@@ -264,14 +267,16 @@ class WARP(Model):
         self.freeze_params = bool(freeze_params)
         self.hyper_width, self.use_hypernet = hyper_width, hypernet
         D = root.num_weights
-        self.transition = Transition(D, transition, rank, a_init)
-        # B starts at zero (theta still until B has learned), except before a fixed filter bank,
-        # which then sees the inputs from the start
+        self.transition = Transition(D, transition, rank, a_init, bank=root.bank_weights)
         if lift not in LIFTS:
             raise ValueError(f"unknown lift {lift!r}; use one of {LIFTS}")
         self.lift = lift
         n_in = dim + (dim * (dim + 1) // 2 if lift == "quadratic" else 0)
-        B0 = 0.1 * torch.randn(D, n_in) if transition == "spectral" else torch.zeros(D, n_in)
+        # B starts at zero (theta still until B has learned), except before a fixed filter bank,
+        # which then sees the inputs from the start
+        B0 = torch.zeros(D, n_in)
+        if transition == "spectral":
+            B0[: self.transition.bank] = 0.1 * torch.randn(self.transition.bank, n_in)
         self.B = nn.Parameter(B0)
         theta_init = root.initial_weights()
         if hypernet:

@@ -104,6 +104,7 @@ class PhysicsRoot(Root):
         else:
             self.state_size, self.head_width, self.head_depth = state_size, head_width, head_depth
             self.param_weights = state_size
+            self.bank_weights = state_size
             self.theta_norm = nn.LayerNorm(state_size)
             self.power_norm = nn.LayerNorm(state_size // 2)
             n_centroids = len(CENTROID_SHARPNESS) * BANK_GROUPS

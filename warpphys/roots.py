@@ -40,6 +40,9 @@ class Root(nn.Module):
     #: whether a trained read-out head maps the weights to physical parameters (physics roots
     #: with ``readout="head"``): such a root trains on the parameter loss when it has one
     param_head: bool = False
+    #: how many leading weights a fixed filter bank (``WARP(transition="spectral")``) may
+    #: rotate; None: all of them. The rest (e.g. a hybrid root's correction) are held.
+    bank_weights: int | None = None
 
     def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
         """Auxiliary loss on known physical parameters (physics roots); None for others."""
