@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -95,6 +96,16 @@ def pickle_bomb():
         return path
 
     return write
+
+
+def variant(user_file, path, **changes):
+    """A copy of the .npz ``user_file`` at ``path`` with arrays replaced (value None drops the
+    key); returns ``path``."""
+    with np.load(user_file) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
 
 
 def refused(rc: int, capsys, *needles: str) -> str:

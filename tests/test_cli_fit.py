@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import refused
+from conftest import refused, variant
 
 from warpphys import Trajectories, api, cli
 
@@ -29,13 +29,6 @@ def snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def variant(user_file: Path, path: Path, **changes) -> Path:
-    """A copy of ``user_file`` with arrays replaced (value None drops the key)."""
-    with np.load(user_file) as f:
-        arrays = {k: f[k] for k in f.files}
-    arrays.update(changes)
-    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-    return path
 
 
 # -- fit on a user's file ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_FIT, refused
+from conftest import SMALL_FIT, refused, variant
 
 from warpphys import Trajectories, api, checkpoint, cli
 from warpphys.train import Trainer
@@ -37,12 +37,6 @@ def checksums(root: Path) -> dict:
     return out
 
 
-def variant(src: Path, dst: Path, **changes) -> Path:
-    with np.load(src) as f:
-        arrays = {k: f[k] for k in f.files}
-    arrays.update(changes)
-    np.savez(dst, **{k: v for k, v in arrays.items() if v is not None})
-    return dst
 
 
 def huge_header_file(src: Path, dst: Path) -> Path:
