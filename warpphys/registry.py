@@ -100,7 +100,8 @@ def _build_warp_phys(dim, system, opts):
         transition = "dense"
     kw = {"width": opts["width"], "depth": opts["depth"], "readout": opts["readout"]}
     if opts["readout"] == "head":
-        kw.update(state_size=opts["state_size"], head_width=opts["head_width"])
+        kw.update(state_size=opts["state_size"], head_width=opts["head_width"],
+                  loss_steps=opts["loss_steps"])
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
@@ -117,12 +118,13 @@ _build_warp_phys.options = {
     # read at the end of the context and held for the rollout. Its weights theta come from a
     # fixed bank of damped rotations tuned to the data's frequencies (model.filter_bank). It
     # trains teacher-forced (the recurrence in parallel) on the parameter loss, over the first
-    # two contexts' worth of steps, on fresh simulated trajectories every epoch when the
-    # system's simulator made the data, with a cosine learning rate and no early stop.
+    # two contexts' worth of steps (16 of them at random per batch), on fresh simulated
+    # trajectories every epoch when the system's simulator made the data, with a cosine
+    # learning rate and no early stop.
     "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256,
     "head_width": 128, "freeze_params": True, "mode": "parallel", "lr_transition": 0.0,
     "fresh_data": True, "train_steps": "auto", "schedule": "cosine", "patience": 0,
-    "epochs": 80, "batch_size": 64,
+    "loss_steps": 16, "epochs": 160, "batch_size": 64,
 }
 
 register_model("warp", _build_warp, WARP)
