@@ -135,3 +135,24 @@ def test_the_filter_bank_holds_a_hybrid_roots_correction_weights():
     out = m.transition.step(theta, drive)
     torch.testing.assert_close(out[:, 16:], theta[:, 16:], rtol=0, atol=0)  # held
     assert not torch.allclose(out[:, :16], theta[:, :16])  # rotated
+
+
+def test_the_head_loss_on_a_random_subset_of_steps_estimates_the_full_loss():
+    m = _head_model()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 40, 2, generator=g)
+    t = torch.linspace(0, 1, 40)
+    p = torch.tensor([[0.03, 10.0, 0.1]]).expand(6, -1)
+    with torch.no_grad():
+        theta = m.teacher_forced_weights(x)
+        full = m.root.param_loss(theta, x, t, p, m.normalizer, m, context=16)
+    m.root.loss_steps = 100  # more than there are: every step, the same loss
+    torch.testing.assert_close(m.root.param_loss(theta, x, t, p, m.normalizer, m, context=16),
+                               full, rtol=1e-12, atol=0)
+    m.root.loss_steps = 5  # a random subset: unbiased, so the mean over many draws is close
+    torch.manual_seed(0)
+    with torch.no_grad():
+        draws = torch.stack([m.root.param_loss(theta, x, t, p, m.normalizer, m, context=16)
+                             for _ in range(400)])
+    assert abs(float(draws.mean() / full) - 1) < 0.05
+    assert float(draws.std()) > 0  # and the subsets do differ
