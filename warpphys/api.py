@@ -118,8 +118,9 @@ def fit(
             with ``seed``; with ``system`` also given (or declared in the file) the physics
             is known.
         model: "warp-phys" (default when the system is known), "warp", or a registered baseline.
-        epochs: training epochs (default 30). context: true steps fed before rolling out
-            (default: the protocol's, else a quarter of the sequence).
+        epochs: training epochs (default: the model's, e.g. 160 for warp-phys, 30 for warp).
+        context: true steps fed before rolling out (default: the protocol's, else a quarter of
+            the sequence).
         out: run directory (default ``runs/<system>-<model>-<time>``); must not exist unless
             ``force`` (replace a run directory of warpphys, only once the new run has
             succeeded; never another folder). resume: continue an interrupted run
