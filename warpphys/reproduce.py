@@ -126,8 +126,8 @@ SCALES = {
             "model sizes (WARP root 16 x 2, hypernetwork 64; GRU/LSTM sized to WARP's parameter "
             "count; Transformer d_model 32 x 2 layers; neural ODE 64 x 2 with 8 latent "
             "dimensions). Chosen so that `--study msd --seeds 3` fits in 30 minutes on a 2-core "
-            "CPU: measured 27.8 min wall (21.8 min CPU, one thread per fit) on a 2-core "
-            "machine shared with other jobs; the Transformer takes 40% of it.",
+            "CPU: measured 11.2 min wall (11.0 min CPU, one thread per fit) on a 2-core "
+            "machine shared with other jobs; the Transformer takes about half of it.",
     ),
     "paper": Scale(
         n_train=None, n_test=None, epochs=1000,
