@@ -22,6 +22,17 @@ from warpphys.interface import Model, Normalizer, Output  # noqa: F401  (Normali
 from warpphys.roots import Root, build_root
 
 
+def rotation_matrix(angles: torch.Tensor, radii: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, size): the identity with its leading 2n x 2n block replaced by the block-diagonal
+    damped rotations ``radius * [[cos, -sin], [sin, cos]]`` of ``angles`` and ``radii`` (n,)."""
+    c, s = radii * torch.cos(angles), radii * torch.sin(angles)
+    blocks = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    A = torch.eye(size, dtype=angles.dtype, device=angles.device)
+    n = 2 * angles.shape[0]
+    A[:n, :n] = torch.block_diag(*blocks)
+    return A
+
+
 def spectral_init(size: int) -> torch.Tensor:
     """A block-diagonal A of damped 2x2 rotations: angles per step from 0.01 to 3 rad (log-spaced)
     and radii from 0.999 to 0.8, so that theta starts as a bank of damped Fourier transforms of
@@ -30,11 +41,7 @@ def spectral_init(size: int) -> torch.Tensor:
     n = size // 2
     ang = torch.logspace(math.log10(0.01), math.log10(3.0), n)
     rad = 1.0 - torch.logspace(-3.0, math.log10(0.2), n)
-    c, s = rad * torch.cos(ang), rad * torch.sin(ang)
-    blocks = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-    A = torch.eye(size)
-    A[: 2 * n, : 2 * n] = torch.block_diag(*blocks)
-    return A
+    return rotation_matrix(ang, rad, size)
 
 
 #: what the recurrence is driven by the differences of (see :meth:`WARP.lifted`)
@@ -114,7 +121,7 @@ class Transition(nn.Module):
 
     def step(self, theta: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         """A theta + drive, for theta (B, D) and drive (B, D)."""
-        if self.kind == "spectral":
+        if self.kind == "spectral":  # the block-diagonal product of rotation_matrix, O(D)
             n = self.angles.shape[0]
             pairs = theta[:, : 2 * n].view(-1, n, 2)
             c = self.radii * torch.cos(self.angles)
@@ -141,13 +148,7 @@ class Transition(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         if self.kind == "spectral":
-            c = self.radii * torch.cos(self.angles)
-            s = self.radii * torch.sin(self.angles)
-            blocks = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-            A = torch.eye(self.size, device=self.angles.device)
-            n = 2 * self.angles.shape[0]
-            A[:n, :n] = torch.block_diag(*blocks)
-            return A
+            return rotation_matrix(self.angles, self.radii, self.size)
         if self.kind == "dense":
             return self.A
         if self.kind == "diagonal":
