@@ -48,8 +48,12 @@ def spectral_init(size: int) -> torch.Tensor:
 LIFTS = ("none", "quadratic")
 
 
+#: the radii of the spectral bank's groups (memory lengths of 1000, 100, 33 and 10 steps)
+BANK_RADII = (0.999, 0.99, 0.97, 0.9)
+
+
 def filter_bank(n: int, angle_range: tuple[float, float] = (0.01, 3.0),
-                radii: tuple[float, ...] = (0.999, 0.99, 0.97, 0.9)) -> tuple:
+                radii: tuple[float, ...] = BANK_RADII) -> tuple:
     """Angles (rad per step) and radii of ``n`` damped rotations: every radius paired with
     angles log-spaced over ``angle_range``, so that each frequency is watched over several
     memory lengths (1 / (1 - radius) steps)."""

@@ -45,6 +45,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 import systems
+from warpphys.model import BANK_RADII
 from warpphys.roots import BatchedMLP, Root, register_root
 
 
@@ -55,7 +56,7 @@ def _clip(x, lo, hi):
 
 #: the fixed filter bank's layout (model.filter_bank): groups of one radius each, their
 #: angles log-spaced in the same order
-BANK_GROUPS = 4
+BANK_GROUPS = len(BANK_RADII)
 CENTROID_SHARPNESS = (1.0, 3.0, 10.0)
 
 
@@ -95,7 +96,6 @@ class PhysicsRoot(Root):
         self.dim = self.system.dim
         self.width, self.depth, self.log_range = width, depth, log_range
         self.readout = readout
-        self.param_head = readout == "head"
         q = len(self.system.identifiable_names)
         if readout == "root":
             self.param_mlp = BatchedMLP([1 + self.dim] + [width] * depth + [self.system.n_params],
@@ -126,6 +126,10 @@ class PhysicsRoot(Root):
         self.register_buffer("ident_scale", torch.ones(q))
         if self.param_head:  # the head's parameter loss is relative to |true value| + this
             self.register_buffer("ident_floor", 0.05 * torch.ones(q))
+
+    @property
+    def param_head(self) -> bool:
+        return self.readout == "head"
 
     def config(self) -> dict:
         cfg = {"type": self.kind, "system": self.system_name, "width": self.width,
@@ -418,8 +422,3 @@ def fit_global_params(system: systems.System, x: np.ndarray, t: np.ndarray, step
         loss.backward()
         opt.step()
     return logp.detach().exp().numpy()
-
-
-def physics_scales(root: PhysicsRoot, train, window: float) -> None:
-    """Set a physics root's scales from training Trajectories (:meth:`PhysicsRoot.fit_scales`)."""
-    root.fit_scales(train, window)
