@@ -114,6 +114,7 @@ def sample(
     rtol: float | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     step_size: float | None = None,
+    n_steps: int | None = None,
 ) -> Simulation:
     """Simulate ``n`` trajectories of a system (or preset) for one data split.
 
@@ -129,6 +130,8 @@ def sample(
             a torchdiffeq method (see :func:`simulate`).
         rtol: relative tolerance of adaptive methods (default: :func:`simulate`'s).
         step_size: the largest step of a fixed-step method (default: the sample spacing / 8).
+        n_steps: simulate only the split's first ``n_steps`` sample times (default: all); the
+            parameters and initial states drawn are the same.
         ranges: ``{parameter name: (low, high)}`` overriding the split's sampling ranges for
             the named parameters (the others keep the protocol's ranges); ``low == high`` fixes
             a parameter. Ranges below a parameter's physical minimum are refused.
@@ -148,7 +151,7 @@ def sample(
     gen = torch.Generator().manual_seed(split_seed(seed, split))
     params = sample_params(sys_, chosen, n, gen, dtype)
     x0 = proto.initial_state.sample(n, gen, dtype)
-    t = proto.times(split, dtype)
+    t = proto.times(split, dtype)[:n_steps]
     x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method,
                  rtol=rtol, step_size=step_size)
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)

@@ -156,3 +156,13 @@ def test_the_head_loss_on_a_random_subset_of_steps_estimates_the_full_loss():
                              for _ in range(400)])
     assert abs(float(draws.mean() / full) - 1) < 0.05
     assert float(draws.std()) > 0  # and the subsets do differ
+
+
+@pytest.mark.parametrize("name", systems.names())
+def test_simulating_the_first_steps_only_gives_the_prefix_of_the_whole_run(name):
+    # fresh training data simulate only the steps training sees: same draws, same states
+    whole = systems.sample(name, 6, "train", 3, method="rk4")
+    head = systems.sample(name, 6, "train", 3, method="rk4", n_steps=10)
+    assert head.x.shape[1] == 10
+    assert torch.equal(head.params, whole.params)
+    torch.testing.assert_close(head.x, whole.x[:, :10], rtol=0, atol=0)

@@ -455,11 +455,12 @@ def _fresh_training_data(info, net, sys_, dev, steps):
         seed = systems.split_seed(info["seed"], f"fresh/{epoch}") % 2**62
         # RK4 at an eighth of the sample step in float32: relative errors of at most 2e-4
         # (Lotka-Volterra's fastest), far below what the model resolves
+        # (only the steps that training sees)
         tr = simulate_data(info["system"], info["n_train"], "train", seed, method="rk4",
-                           dtype=torch.float32)
+                           dtype=torch.float32, n_steps=steps)
         x, _ = _tensors(tr, dev)
         p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
-        return net.normalizer.encode(x[:, :steps]), p
+        return net.normalizer.encode(x), p
 
     return resample
 

@@ -402,13 +402,13 @@ def simulate(
     preset: str | None = None, device: str = "cpu",
     ranges: dict[str, tuple[float, float]] | None = None,
     method: str = "auto", rtol: float | None = None, step_size: float | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float64, n_steps: int | None = None,
 ) -> Trajectories:
     """Simulate a split of a system or preset (see :func:`systems.sample`) as Trajectories.
 
     ``ranges`` (``{parameter name: (low, high)}``) overrides the split's parameter ranges;
-    ``method``, ``rtol``, ``step_size`` and ``dtype`` choose the integrator (see
-    :func:`systems.sample`).
+    ``method``, ``rtol``, ``step_size`` and ``dtype`` choose the integrator, ``n_steps`` how many
+    leading sample times to simulate (see :func:`systems.sample`).
     Refused before any work (:class:`~warpphys.limits.ResourceError`) when the result would not
     fit in memory, or when the parameters make the system so stiff or fast that the explicit
     solver would need more than :data:`MAX_SOLVER_STEPS` steps.
@@ -416,7 +416,8 @@ def simulate(
     check_simulation_cost(system, n, split, preset=preset, ranges=ranges)
     return Trajectories.from_simulation(
         systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
-                       method=method, rtol=rtol, step_size=step_size, dtype=dtype)
+                       method=method, rtol=rtol, step_size=step_size, dtype=dtype,
+                       n_steps=n_steps)
     )
 
 
