@@ -19,7 +19,7 @@ import os
 import platform
 import shutil
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,10 @@ from warpphys.rundir import (
     write_json,
 )
 from warpphys.train import TrainConfig, Trainer
+
+#: the options that are training settings
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed",
+                                                                      "max_seconds"}
 
 __all__ = [
     "BASE_OPTIONS", "CONFIG_FILE", "LAST_FILE", "METRICS_FILE", "MODELS", "MODEL_CLASSES",
@@ -384,13 +388,9 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     net.window.fill_(info["window"])
     net.fit_data_scales(train, sys_)
     net.to(dev)
-    cfg = TrainConfig(
-        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-        context=info["context"], mode=opts["mode"], seed=info["seed"], max_seconds=max_seconds,
-        **{k: opts[k] for k in ("param_weight", "lr_transition", "p_forcing_end",
-                                "parallel_warmup", "precision", "schedule", "patience")
-           if k in opts},
-    )
+    # every option that names a training setting (TrainConfig's fields), and the run's own
+    cfg = TrainConfig(**{k: v for k, v in opts.items() if k in TRAIN_FIELDS},
+                      context=info["context"], seed=info["seed"], max_seconds=max_seconds)
     main = distributed.is_main()  # rank 0 alone writes the run directory
     if resume_state is None:
         distributed.barrier()  # every rank has checked --out before rank 0 creates it
