@@ -166,3 +166,34 @@ def test_simulating_the_first_steps_only_gives_the_prefix_of_the_whole_run(name)
     assert head.x.shape[1] == 10
     assert torch.equal(head.params, whole.params)
     torch.testing.assert_close(head.x, whole.x[:, :10], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("root", ["closed_form", "hybrid"])
+def test_the_banks_closed_form_weights_equal_the_recurrence_and_its_gradients(root):
+    # training reads the weights of a few steps in closed form (powers of the damped
+    # rotations); they, and the gradients through them, are the step-by-step recurrence's
+    from warpphys.registry import MODELS, resolve_options
+
+    torch.manual_seed(0)
+    sys_ = systems.get_system("spring_mass" if root == "closed_form" else "pendulum")
+    m = MODELS["warp-phys"](sys_.dim, sys_, resolve_options(
+        "warp-phys", {"root": root, "state_size": 24, "head_width": 8, "hyper_width": 8}))
+    assert m.transition.kind == "spectral"
+    held = m.num_weights - m.transition.bank  # the hybrid's correction weights are held
+    assert (held > 0) == (root == "hybrid")
+    with torch.no_grad():  # drive the held weights too
+        m.B[m.transition.bank:] = 0.1 * torch.randn(held, sys_.dim)
+    x = torch.randn(3, 60, sys_.dim).cumsum(1) * 0.1
+    steps = torch.tensor([0, 1, 7, 30, 58])
+    slow = m.teacher_forced_weights(x)[:, steps]
+    grads_slow = torch.autograd.grad((slow * torch.cos(slow)).sum(), [m.B, *m.hypernet.parameters()])
+    fast = m.weights_at(x, steps)
+    grads_fast = torch.autograd.grad((fast * torch.cos(fast)).sum(), [m.B, *m.hypernet.parameters()])
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_fast, grads_slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    # a non-spectral transition takes the step-by-step path: the same weights
+    m.transition.kind = "diagonal"
+    m.transition.a = torch.nn.Parameter(torch.full((m.num_weights,), 0.97))
+    torch.testing.assert_close(m.weights_at(x, steps), m.teacher_forced_weights(x)[:, steps],
+                               rtol=0, atol=0)

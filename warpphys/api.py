@@ -29,7 +29,7 @@ import systems
 from warpphys import distributed
 from warpphys.checkpoint import CheckpointError
 from warpphys.checkpoint import load as load_checkpoint
-from warpphys.data import DataError, Trajectories
+from warpphys.data import DataError, Trajectories, fastest_rate
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError
 from warpphys.fitted import (
@@ -46,6 +46,7 @@ from warpphys.registry import (
     MODEL_CLASSES,
     MODELS,
     default_model,
+    head_loss_steps,
     model_option_names,
     register_model,
     resolve_options,
@@ -221,6 +222,9 @@ def fit(
                 f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else "")
             )
     opts = resolve_options(model, options, epochs)
+    if "loss_steps" in opts:  # fresh simulated data when the protocol made the training set
+        fresh = bool(opts.get("fresh_data")) and protocol is not None
+        opts["loss_steps"] = head_loss_steps(opts["loss_steps"], fresh=fresh)
     _check_model_size(model, train, sys_, opts)
     if estimate == "refined":
         with torch.device("meta"):  # allocates nothing
@@ -450,14 +454,22 @@ def _fresh_training_data(info, net, sys_, dev, steps):
     """``resample(epoch)``: a new simulated training set of the run's size for every epoch,
     from the run's protocol, seeded by (seed, epoch): normalised states (first ``steps``
     steps) and parameters."""
+    proto = sys_.default  # what simulate_data(info["system"], ...) samples
+    n = int(info.get("options", {}).get("fresh_n") or info["n_train"])
+    if sys_.linear:  # the closed form
+        method, step_size = "exact", None
+    else:  # RK4 in float32 with (fastest rate) x step <= 0.25: Lotka-Volterra's worst state
+        # off by 1e-3 relative (4 substeps; 8e-5 with 8 at twice the cost), the pendulum's by
+        # 2e-4 (2 substeps), both far below the estimates' errors
+        ranges = proto.ranges("train")
+        rate = fastest_rate(sys_, proto, [ranges.get(p.name, p.train) for p in sys_.params])
+        dt = float(proto.times("train")[1] - proto.times("train")[0])
+        method, step_size = "rk4", dt / max(1, math.ceil(rate * dt / 0.25))
 
     def resample(epoch: int):
         seed = systems.split_seed(info["seed"], f"fresh/{epoch}") % 2**62
-        # RK4 at an eighth of the sample step in float32: relative errors of at most 2e-4
-        # (Lotka-Volterra's fastest), far below what the model resolves
-        # (only the steps that training sees)
-        tr = simulate_data(info["system"], info["n_train"], "train", seed, method="rk4",
-                           dtype=torch.float32, n_steps=steps)
+        tr = simulate_data(info["system"], n, "train", seed, method=method,
+                           step_size=step_size, dtype=torch.float32, n_steps=steps)
         x, _ = _tensors(tr, dev)
         p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
         return net.normalizer.encode(x), p

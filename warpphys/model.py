@@ -150,6 +150,49 @@ class Transition(nn.Module):
             return _DenseRecurrence(A, B, steps)
         return lambda theta, dx: self.step(theta, dx @ B.t())
 
+    def unrolled(self, theta0: torch.Tensor, dx: torch.Tensor, B: torch.Tensor,
+                 steps: torch.Tensor) -> torch.Tensor:
+        """theta_s = A^s theta0 + sum_{k < s} A^(s-1-k) B dx_k at the steps ``steps (S,)``, for
+        theta0 (B, D), inputs dx (B, K, d) (K >= max(steps) - 1) and B (D, d): (B, S, D).
+
+        The fixed spectral bank in closed form: each damped rotation is a complex number
+        lambda = r e^(i phi), so theta_s is a sum of the inputs weighted by lambda's powers:
+        one GEMM over the steps for all filters (no loop over time; its cost grows with S x K,
+        so it is meant for a few steps of a short run, such as the parameter loss's steps).
+        Other transitions run the recurrence step by step. Same values up to rounding."""
+        if self.kind != "spectral":
+            theta, out = theta0, [theta0]
+            for k in range(int(steps.max())):
+                theta = self.step(theta, dx[:, k] @ B.t())
+                out.append(theta)
+            return torch.stack(out, 1)[:, steps]
+        n, (nb, K, d), S = self.angles.shape[0], dx.shape, steps.shape[0]
+        # lambda^m for m = s - 1 - k (input k's weight in theta_s; zero for k >= s) and, in
+        # the last row, for m = s (theta0's); in float64: the angles m phi reach hundreds of rad
+        st = steps.to(torch.float64)
+        m = torch.cat([st - 1 - torch.arange(K, dtype=torch.float64, device=steps.device)[:, None],
+                       st[None]], 0)[..., None]  # (K + 1, S, 1)
+        pw = torch.exp(m.clamp_min(0) * self.radii.double().log()) * (m >= 0)
+        ang = m.clamp_min(0) * self.angles.double()
+        re, im = (pw * torch.cos(ang)).to(dx.dtype), (pw * torch.sin(ang)).to(dx.dtype)
+        # B folded into the powers: input (k, i) -> pair (s, j) of theta_s, real and imaginary
+        # parts; then one GEMM (nb, K d) @ (K d, 2 S n) filters every input by every rotation
+        # (d, 1, n), contiguous: broadcasting a strided view is 20x slower
+        b_a, b_b = (B[i:2 * n:2].t().contiguous()[:, None] for i in (0, 1))
+        re_k, im_k = re[:K, None], im[:K, None]  # (K, 1, S, n)
+        kern = torch.stack([b_a * re_k - b_b * im_k, b_a * im_k + b_b * re_k], 2)
+        out = (dx.reshape(nb, K * d) @ kern.reshape(K * d, 2 * S * n)).view(nb, 2, S, n)
+        a0, b0 = theta0[:, None, 0:2 * n:2], theta0[:, None, 1:2 * n:2]
+        re0, im0 = re[K], im[K]  # (S, n)
+        real = out[:, 0] + re0 * a0 - im0 * b0
+        imag = out[:, 1] + im0 * a0 + re0 * b0
+        rotated = torch.stack([real, imag], -1).flatten(-2)
+        if 2 * n == theta0.shape[1]:
+            return rotated
+        # weights beyond the bank are held: theta0 plus B times the inputs summed so far
+        csum = torch.cat([torch.zeros_like(dx[:, :1]), dx.cumsum(1)], 1)[:, steps]
+        return torch.cat([rotated, theta0[:, None, 2 * n:] + csum @ B[2 * n:].t()], -1)
+
     def matrix(self) -> torch.Tensor:
         if self.kind == "spectral":
             return rotation_matrix(self.angles, self.radii, self.size)
@@ -182,11 +225,14 @@ class _DenseRecurrence:
         self.Wt[: self.W.shape[1]] = self.W.t()
         self.inputs = self.grads = None
         self.used = 0
+        self.filled = set()  # steps whose output gradient has arrived
         self.token = _TapeEntry.apply(A, B, self)
 
     def __call__(self, theta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-        if self.inputs is None:
-            self.inputs = theta.new_zeros(self.steps, theta.shape[0], self.width)
+        if self.inputs is None:  # (uninitialised: every step writes its row; 5% of a step
+            # went to zero-filling it) only the padding is zeroed (0 * garbage may be NaN)
+            self.inputs = theta.new_empty(self.steps, theta.shape[0], self.width)
+            self.inputs[..., self.W.shape[1]:] = 0
         if self.used >= self.steps:
             raise RuntimeError("more recurrence steps than this run was built for")
         s, self.used = self.used, self.used + 1
@@ -208,6 +254,9 @@ class _TapeEntry(torch.autograd.Function):
         if tape.grads is None:
             return None, None, None
         n, D, K = tape.used, tape.D, tape.W.shape[1]
+        for s in range(n):  # steps that the loss never reached: zero gradient
+            if s not in tape.filled:
+                tape.grads[s].zero_()
         G = tape.grads[:n].reshape(-1, D)
         Z = tape.inputs[:n].reshape(-1, tape.width)
         grad_A = G.t() @ Z[:, :D] if ctx.needs_input_grad[0] else None
@@ -228,9 +277,10 @@ class _TapeStep(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         tape = ctx.tape
-        if tape.grads is None:  # steps never reached by the loss keep a zero gradient
-            tape.grads = g.new_zeros(tape.inputs.shape[:2] + (tape.D,))
+        if tape.grads is None:  # (rows of steps never reached are zeroed at the end)
+            tape.grads = g.new_empty(tape.inputs.shape[:2] + (tape.D,))
         tape.grads[ctx.s].copy_(g)
+        tape.filled.add(ctx.s)
         gz = g @ tape.W
         return gz[:, : tape.D], gz[:, tape.D:], g.new_zeros(()), None, None
 
@@ -418,6 +468,13 @@ class WARP(Model):
             thetas.append(theta)
         return torch.stack(thetas, 1)
 
+    def weights_at(self, xn: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``teacher_forced_weights(xn)[:, steps]`` (B, S, D), computed for those steps only
+        (in closed form for a fixed spectral bank: a few times faster to train)."""
+        lx = self.lifted(xn)
+        return self.transition.unrolled(self.theta0(xn[:, 0]), lx[:, 1:] - lx[:, :-1], self.B,
+                                        steps)
+
     def lifted(self, xn: torch.Tensor) -> torch.Tensor:
         """What the recurrence sees of a (normalised) state ``(..., d)``: the state itself, and
         with ``lift="quadratic"`` also its quadratic monomials x_i x_j (i <= j), so that theta
@@ -474,9 +531,10 @@ class WARP(Model):
         """
         if (mode == "parallel" and self.root.param_head and params is not None
                 and param_weight > 0):
-            theta = self.teacher_forced_weights(xn)
-            ploss = self.root.param_loss(theta, xn, t, params, self.normalizer, self,
-                                         context=context)
+            # the weights of the scored steps only (closed form for a fixed spectral bank)
+            steps = self.root.loss_steps_of(xn.shape[1] - 1, context, xn.device)
+            ploss = self.root.param_loss(self.weights_at(xn, steps), xn, t, params,
+                                         self.normalizer, self, context=context, steps=steps)
             return {"loss": param_weight * ploss, "param_loss": ploss.detach()}
         if mode == "parallel":
             out = self.run_parallel(xn, t, keep_theta=self.root.wants_theta)

@@ -196,24 +196,31 @@ class PhysicsRoot(Root):
             params = fit_global_params(self.system, train.x, train.t)[None, :]
         self.set_scales(params)
 
-    def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
+    def loss_steps_of(self, n_steps: int, context: int | None, device=None) -> torch.Tensor:
+        """The steps (of ``n_steps`` weights theta_0..) whose estimates the parameter loss
+        scores. ``readout="root"``: every step. ``readout="head"``: from half the context on
+        (the estimates that a context of that length or longer would give); ``loss_steps`` of
+        those, drawn at random for every batch (0: all), which makes a step several times
+        cheaper at the same signal."""
+        first = 0 if self.readout == "root" or context is None else max(context // 2 - 1, 0)
+        steps = torch.arange(first, n_steps)
+        n_sub = self.loss_steps if self.readout == "head" else 0
+        if n_sub and len(steps) > n_sub:  # a random subset of the steps, new every batch
+            steps = steps[torch.randperm(len(steps))[:n_sub].sort().values]
+        return steps.to(device)
+
+    def param_loss(self, theta, xn, t, params, normalizer, model, context=None, steps=None):
         """Squared error of the identifiable parameter combinations.
 
         ``readout="root"``: at every step, relative to their typical size in the training data
         (robust to zero damping). ``readout="head"``: relative to each trajectory's own value
         (plus a floor: 5% of the typical size, 25% for a damping whose range reaches zero),
-        from half the context on: the estimates that a context of that length or longer would
-        give; ``loss_steps`` of those steps, drawn at random for every batch (0: all), which
-        makes a step several times cheaper at the same signal."""
+        at the steps of :meth:`loss_steps_of`. ``theta``: the weights of every step (B, S, D),
+        or with ``steps`` those of these steps only."""
+        if steps is None:
+            steps = self.loss_steps_of(theta.shape[1], context, theta.device)
+            theta = theta[:, steps]
         B, S, D = theta.shape
-        first = 0 if self.readout == "root" or context is None else max(context // 2 - 1, 0)
-        steps = torch.arange(first, S, device=theta.device)
-        n_sub = self.loss_steps if self.readout == "head" else 0
-        if n_sub and len(steps) > n_sub:  # a random subset of the steps, new every batch
-            pick = torch.randperm(len(steps))[:n_sub].sort().values
-            steps = steps[pick.to(theta.device)]
-        theta = theta[:, steps]
-        S = theta.shape[1]
         tau = model.tau(t)[steps + 1].expand(B, -1)
         x_prev = xn[:, steps]
         est = self.params(theta.reshape(-1, D), tau.reshape(-1), x_prev.reshape(-1, self.dim))

@@ -79,6 +79,15 @@ def _build_warp(dim, system, opts):
 _build_warp.options = {"diff": "input", "a_init": "identity"}
 
 
+def head_loss_steps(value, *, fresh: bool) -> int:
+    """The read-out head's ``loss_steps`` option as a number: ``"auto"`` is one step per
+    trajectory on fresh simulated data (every batch new trajectories: the most varied signal
+    per unit of work), 16 on a fixed training set (more signal from each trajectory)."""
+    if value == "auto":
+        return 1 if fresh else 16
+    return int(value)
+
+
 def _build_warp_phys(dim, system, opts):
     if system is None:
         raise RunError(
@@ -101,7 +110,8 @@ def _build_warp_phys(dim, system, opts):
     kw = {"width": opts["width"], "depth": opts["depth"], "readout": opts["readout"]}
     if opts["readout"] == "head":
         kw.update(state_size=opts["state_size"], head_width=opts["head_width"],
-                  loss_steps=opts["loss_steps"])
+                  head_depth=opts["head_depth"],
+                  loss_steps=head_loss_steps(opts["loss_steps"], fresh=False))
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
@@ -117,14 +127,16 @@ _build_warp_phys.options = {
     # The parameter read-out (see physics.PhysicsRoot.params): a trained head on the weights,
     # read at the end of the context and held for the rollout. Its weights theta come from a
     # fixed bank of damped rotations tuned to the data's frequencies (model.filter_bank). It
-    # trains teacher-forced (the recurrence in parallel) on the parameter loss, over the first
-    # two contexts' worth of steps (16 of them at random per batch), on fresh simulated
-    # trajectories every epoch when the system's simulator made the data, with a cosine
-    # learning rate and no early stop.
+    # trains teacher-forced (the bank in closed form) on the parameter loss, over the first
+    # two contexts' worth of steps (loss_steps of them at random per batch), with a cosine
+    # learning rate and no early stop; when the system's simulator made the data, on fresh
+    # simulated trajectories (fresh_n every epoch, 0: the training set's size), so that the
+    # head never sees the same parameters twice (12,000 steps of 256 by default).
     "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256,
-    "head_width": 128, "freeze_params": True, "mode": "parallel", "lr_transition": 0.0,
-    "fresh_data": True, "train_steps": "auto", "schedule": "cosine", "patience": 0,
-    "loss_steps": 16, "epochs": 160, "batch_size": 64,
+    "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
+    "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
+    "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
+    "epochs": 190, "batch_size": 256, "val_every": 10,
 }
 
 register_model("warp", _build_warp, WARP)

@@ -44,7 +44,7 @@ class Root(nn.Module):
     #: rotate; None: all of them. The rest (e.g. a hybrid root's correction) are held.
     bank_weights: int | None = None
 
-    def param_loss(self, theta, xn, t, params, normalizer, model, context=None):
+    def param_loss(self, theta, xn, t, params, normalizer, model, context=None, steps=None):
         """Auxiliary loss on known physical parameters (physics roots); None for others."""
         return None
 

@@ -297,8 +297,6 @@ class Trainer:
         never sees the same parameters twice); deterministic in ``epoch``, so that a resumed
         run sees the same data."""
         cfg, model = self.cfg, self.model
-        n = xn_train.shape[0]
-        steps = math.ceil(n / cfg.batch_size)
         t0 = time.perf_counter() - self.history.seconds
         bar = tqdm(range(self.start_epoch, cfg.epochs), desc="fit", unit="epoch",
                    disable=not self.progress, initial=self.start_epoch, total=cfg.epochs,
@@ -313,6 +311,8 @@ class Trainer:
                 if resample is not None and epoch > 0:
                     xn_train, params_train = resample(epoch)
                 model.train()
+                n = xn_train.shape[0]  # (fresh data may come in another size)
+                steps = math.ceil(n / cfg.batch_size)
                 pf = cfg.p_forcing(epoch)
                 mode = "parallel" if epoch < cfg.parallel_warmup * cfg.epochs else cfg.mode
                 perm = torch.randperm(n, generator=self.gen)
