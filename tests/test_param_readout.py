@@ -185,15 +185,56 @@ def test_the_banks_closed_form_weights_equal_the_recurrence_and_its_gradients(ro
         m.B[m.transition.bank:] = 0.1 * torch.randn(held, sys_.dim)
     x = torch.randn(3, 60, sys_.dim).cumsum(1) * 0.1
     steps = torch.tensor([0, 1, 7, 30, 58])
+    weights = [m.B, *m.hypernet.parameters()]
     slow = m.teacher_forced_weights(x)[:, steps]
-    grads_slow = torch.autograd.grad((slow * torch.cos(slow)).sum(), [m.B, *m.hypernet.parameters()])
+    grads_slow = torch.autograd.grad((slow * torch.cos(slow)).sum(), weights)
     fast = m.weights_at(x, steps)
-    grads_fast = torch.autograd.grad((fast * torch.cos(fast)).sum(), [m.B, *m.hypernet.parameters()])
+    grads_fast = torch.autograd.grad((fast * torch.cos(fast)).sum(), weights)
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads_fast, grads_slow, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
-    # a non-spectral transition takes the step-by-step path: the same weights
-    m.transition.kind = "diagonal"
-    m.transition.a = torch.nn.Parameter(torch.full((m.num_weights,), 0.97))
+
+
+def test_weights_at_a_few_steps_of_other_transitions_are_the_recurrences():
+    root = ClosedFormRoot("spring_mass", readout="head", state_size=12, head_width=8)
+    m = WARP(2, root, transition="diagonal", hyper_width=8)
+    with torch.no_grad():
+        m.transition.a.uniform_(0.8, 1.0)
+        m.B.normal_()
+    x = torch.randn(3, 30, 2).cumsum(1)
+    steps = torch.tensor([2, 9, 28])
     torch.testing.assert_close(m.weights_at(x, steps), m.teacher_forced_weights(x)[:, steps],
-                               rtol=0, atol=0)
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fresh_data_come_in_the_runs_fresh_n_and_agree_with_the_accurate_solver():
+    from warpphys import api
+    from warpphys.data import simulate
+
+    info = {"system": "lotka_volterra", "n_train": 8, "seed": 3, "options": {"fresh_n": 12}}
+    sys_ = systems.get_system("lotka_volterra")
+    m = _head_model("lotka_volterra")
+    x, p = api._fresh_training_data(info, m, sys_, "cpu", 20)(1)
+    assert x.shape == (12, 20, 2) and p.shape == (12, 4)
+    # the fixed float32 RK4 steps agree with the adaptive float64 solver on the same draws
+    from systems._simulate import simulate as integrate
+
+    xs = m.normalizer.decode(x).double()
+    t = sys_.default.times("train")[:20]
+    ref = integrate(sys_, t, xs[:, 0], p.double(), method="dopri5", rtol=1e-10)
+    np.testing.assert_allclose(xs.numpy(), ref.numpy(), rtol=2e-3, atol=1e-4)
+
+
+def test_the_heads_loss_steps_default_to_one_on_fresh_data_and_16_on_a_file(tmp_path):
+    from warpphys import api
+    from warpphys.data import simulate
+
+    fresh = api.fit(system="spring_mass", epochs=1, n_train=32, out=tmp_path / "a",
+                    figures=False, progress=False, fresh_n=64)
+    assert fresh.info["options"]["loss_steps"] == 1
+    assert fresh.model.root.loss_steps == 1
+    simulate("spring_mass", 40, "train", 0).save(tmp_path / "train.npz")
+    from_file = api.fit(data=tmp_path / "train.npz", epochs=1, out=tmp_path / "b",
+                        figures=False, progress=False)
+    assert from_file.info["options"]["loss_steps"] == 16
+    assert from_file.model.root.loss_steps == 16

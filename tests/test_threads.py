@@ -19,7 +19,29 @@ def test_environment_is_honoured(monkeypatch):
 def test_small_work_runs_on_one_thread(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert _threads.choose(cores=8, load=0.0)[0] == 1
-    assert _threads.choose(work_flops=2 * 64 * 692**2, cores=8, load=0.0)[0] == 1
+    assert _threads.choose(work_flops=2 * 128 * 370**2, cores=8, load=0.0)[0] == 1
+
+
+def test_a_large_dense_recurrence_uses_an_idle_second_core_but_not_a_busy_one(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _threads.choose(work_flops=2 * 64 * 692**2, cores=2, load=0.0)[0] == 2
+    assert _threads.choose(work_flops=2 * 64 * 692**2, cores=2, load=1.0)[0] == 1
+
+
+def test_a_job_adapts_only_an_automatic_choice(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    try:
+        _threads.configure(None)  # the rule: small work, one thread
+        assert torch.get_num_threads() == 1
+        assert _threads.adapt(2 * 64 * 692**2) == 2 == torch.get_num_threads()
+        _threads.configure(1)  # --threads 1: kept whatever the work
+        assert _threads.adapt(2 * 64 * 692**2) == 1 == torch.get_num_threads()
+    finally:
+        _threads._automatic = False
+        torch.set_num_threads(before)
 
 
 def test_large_work_uses_the_idle_cores(monkeypatch):

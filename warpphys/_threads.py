@@ -17,8 +17,15 @@ import os
 
 import torch
 
-#: FLOPs of one GEMM (2 x batch x D^2 for the recurrence) below which one thread is fastest
-PARALLEL_FLOPS = 2e9
+#: FLOPs of one GEMM (2 x batch x D^2 for the recurrence) below which one thread is fastest.
+#: Measured on an idle 2-core machine: the default black-box WARP (D = 370, batch 128: 3.5e7)
+#: gains nothing from a second thread (1.00x), the issue-13 step (D = 692, batch 64: 6.1e7)
+#: runs 1.4x faster with two (0.49 s against 0.70 s per step)
+PARALLEL_FLOPS = 5e7
+
+#: whether the thread count was chosen by the rule (not by --threads or OMP_NUM_THREADS), so
+#: that a job may adapt it to its work once it knows its size (:func:`adapt`)
+_automatic = False
 
 
 def available_cores() -> int:
@@ -62,7 +69,18 @@ def choose(requested: int | None = None, *, work_flops: float | None = None,
 
 def configure(requested: int | None = None, *, work_flops: float | None = None) -> int:
     """Set torch's intra-op threads by :func:`choose`; returns the number set."""
-    n, _ = choose(requested, work_flops=work_flops)
+    global _automatic
+    n, why = choose(requested, work_flops=work_flops)
+    _automatic = why not in ("requested", "OMP_NUM_THREADS")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def adapt(work_flops: float) -> int:
+    """Once a job knows the FLOPs of its typical GEMM: re-choose the threads by the rule, if
+    the rule chose them (:func:`configure` without a request or OMP_NUM_THREADS; the command
+    line does so); else leave them. Returns the number of threads in use."""
+    if _automatic:
+        return configure(work_flops=work_flops)
+    return torch.get_num_threads()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import systems
-from warpphys import distributed
+from warpphys import _threads, distributed
 from warpphys.checkpoint import CheckpointError
 from warpphys.checkpoint import load as load_checkpoint
 from warpphys.data import DataError, Trajectories, fastest_rate
@@ -395,6 +395,9 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     # every option that names a training setting (TrainConfig's fields), and the run's own
     cfg = TrainConfig(**{k: v for k, v in opts.items() if k in TRAIN_FIELDS},
                       context=info["context"], seed=info["seed"], max_seconds=max_seconds)
+    # a second thread pays for a large dense recurrence on an idle core (--threads, or
+    # OMP_NUM_THREADS, keep what the user chose)
+    _threads.adapt(net.step_gemm_flops(cfg.batch_size))
     main = distributed.is_main()  # rank 0 alone writes the run directory
     if resume_state is None:
         distributed.barrier()  # every rank has checked --out before rank 0 creates it

@@ -83,6 +83,11 @@ class Model(nn.Module, abc.ABC):
         """Take scales other than the normaliser's from the training ``Trajectories`` (after
         ``normalizer`` and ``window`` are set); nothing by default."""
 
+    def step_gemm_flops(self, batch: int) -> float:
+        """FLOPs of the largest matrix product of one time step for ``batch`` trajectories
+        (what decides whether a second CPU thread pays); 0: nothing large."""
+        return 0.0
+
     # -- time and runs -------------------------------------------------------------------------
     def tau(self, t: torch.Tensor) -> torch.Tensor:
         """Normalised time (T,): 0 at the first sample, 1 at the end of the training window."""

@@ -352,6 +352,10 @@ class WARP(Model):
     def num_weights(self) -> int:
         return self.root.num_weights
 
+    def step_gemm_flops(self, batch: int) -> float:
+        """The dense recurrence's theta A^T (2 batch D^2); the other transitions are O(D)."""
+        return 2.0 * batch * self.num_weights ** 2 if self.transition.kind == "dense" else 0.0
+
     def config(self) -> dict:
         return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
                 "hyper_width": self.hyper_width, "transition": self.transition.kind,
