@@ -209,7 +209,6 @@ def test_weights_at_a_few_steps_of_other_transitions_are_the_recurrences():
 
 def test_fresh_data_come_in_the_runs_fresh_n_and_agree_with_the_accurate_solver():
     from warpphys import api
-    from warpphys.data import simulate
 
     info = {"system": "lotka_volterra", "n_train": 8, "seed": 3, "options": {"fresh_n": 12}}
     sys_ = systems.get_system("lotka_volterra")
@@ -225,16 +224,56 @@ def test_fresh_data_come_in_the_runs_fresh_n_and_agree_with_the_accurate_solver(
     np.testing.assert_allclose(xs.numpy(), ref.numpy(), rtol=2e-3, atol=1e-4)
 
 
-def test_the_heads_loss_steps_default_to_one_on_fresh_data_and_16_on_a_file(tmp_path):
+def test_fresh_data_and_the_heads_loss_steps_follow_where_the_data_come_from(tmp_path):
+    # fresh trajectories (one scored step each) from the protocol, or from a file's parameter
+    # ranges when it gives them; else the file alone, 16 scored steps per trajectory
     from warpphys import api
     from warpphys.data import simulate
 
-    fresh = api.fit(system="spring_mass", epochs=1, n_train=32, out=tmp_path / "a",
-                    figures=False, progress=False, fresh_n=64)
-    assert fresh.info["options"]["loss_steps"] == 1
-    assert fresh.model.root.loss_steps == 1
-    simulate("spring_mass", 40, "train", 0).save(tmp_path / "train.npz")
-    from_file = api.fit(data=tmp_path / "train.npz", epochs=1, out=tmp_path / "b",
-                        figures=False, progress=False)
-    assert from_file.info["options"]["loss_steps"] == 16
-    assert from_file.model.root.loss_steps == 16
+    def fit(name, **kw):
+        f = api.fit(epochs=2, out=tmp_path / name, figures=False, progress=False, **kw)
+        assert f.model.root.loss_steps == f.info["options"]["loss_steps"]
+        return f.info["fresh_data"], f.info["options"]["loss_steps"]
+
+    assert fit("a", system="spring_mass", n_train=32, fresh_n=64) == ("protocol", 1)
+    train = simulate("spring_mass", 40, "train", 0)
+    train.save(tmp_path / "train.npz")
+    assert fit("b", data=tmp_path / "train.npz", fresh_n=64) == ("file", 1)
+    assert fit("c", data=tmp_path / "train.npz", fresh_data=False) == (None, 16)
+    train.__class__(t=train.t, x=train.x, system="spring_mass").save(tmp_path / "bare.npz")
+    assert fit("d", data=tmp_path / "bare.npz") == (None, 16)
+
+
+def test_fresh_data_from_a_file_keep_to_its_parameter_ranges_and_initial_states():
+    from warpphys import api
+    from warpphys.data import simulate
+
+    train = simulate("pendulum", 20, "train", 0)
+    info = {"system": "pendulum", "n_train": 20, "seed": 1, "options": {"fresh_n": 50}}
+    m = _head_model("pendulum")
+    sys_ = systems.get_system("pendulum")
+    x, p = api._fresh_training_data(info, m, sys_, "cpu", 30, train)(3)
+    assert x.shape == (50, 30, 2) and p.shape == (50, 2)
+    lo, hi = train.params.min(0), train.params.max(0)
+    assert np.all(p.numpy() >= lo - 1e-6) and np.all(p.numpy() <= hi + 1e-6)
+    x0 = m.normalizer.decode(x[:, 0]).double().numpy()
+    dist = np.abs(x0[:, None] - train.x[None, :, 0]).max(-1).min(1)
+    assert dist.max() < 1e-5  # every initial state is one of the file's
+
+
+def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
+    from warpphys import api
+    from warpphys.data import Trajectories
+
+    sys_ = systems.get_system("pendulum")
+    t = np.linspace(0, 6, 96)
+    x = np.zeros((4, 96, 2))
+    x[:, :, 0] = 0.1 * np.cos(np.outer(np.ones(4), t))
+    opts = {"fresh_data": True}
+    ok = Trajectories(t=t, x=x, params=np.array([[1.0, 0.1]] * 4), system="pendulum")
+    assert api.fresh_source(opts, None, ok, sys_) == "file"
+    fast = Trajectories(t=t, x=x, params=np.array([[1.0, 0.1]] * 3 + [[1e-4, 0.1]]),
+                        system="pendulum")  # sqrt(g / L) = 313 rad/s: 80 substeps per sample
+    with pytest.warns(UserWarning, match="file alone"):
+        assert api.fresh_source(opts, None, fast, sys_) is None
+    assert api.fresh_source({"fresh_data": False}, None, ok, sys_) is None

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import systems
+from systems import simulate as integrate
 from warpphys import _threads, distributed
 from warpphys.checkpoint import CheckpointError
 from warpphys.checkpoint import load as load_checkpoint
@@ -222,8 +223,8 @@ def fit(
                 f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else "")
             )
     opts = resolve_options(model, options, epochs)
-    if "loss_steps" in opts:  # fresh simulated data when the protocol made the training set
-        fresh = bool(opts.get("fresh_data")) and protocol is not None
+    if "loss_steps" in opts:
+        fresh = fresh_source(opts, protocol, train, sys_) is not None
         opts["loss_steps"] = head_loss_steps(opts["loss_steps"], fresh=fresh)
     _check_model_size(model, train, sys_, opts)
     if estimate == "refined":
@@ -417,13 +418,16 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     xn_tr, t_tr = net.normalizer.encode(x_tr)[:, :steps], t_tr[:steps]
     x_va, t_va = _tensors(val, dev)
     resample = None
-    if opts.get("fresh_data") and info["protocol"] is not None and params_tr is not None:
-        resample = _fresh_training_data(info, net, sys_, dev, steps)
+    source = fresh_source(opts, info["protocol"], train, sys_) if net.has_params else None
+    if source is not None and params_tr is not None:
+        resample = _fresh_training_data(info, net, sys_, dev, steps,
+                                        train if source == "file" else None)
     hist = trainer.fit(xn_tr, t_tr, net.normalizer.encode(x_va), t_va, params_tr,
                        resample=resample)
     if hist.status == "diverged":
         warnings.warn(hist.message, stacklevel=2)
-    info = {**info, "fit_seconds": hist.seconds, "status": hist.status,
+    info = {**info, "fresh_data": source if resample is not None else None,
+            "fit_seconds": hist.seconds, "status": hist.status,
             "status_message": hist.message, "epochs_run": len(hist.epoch),
             "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None}
     fitted = FittedModel(net.eval(), info, {}, run_dir, dev)
@@ -453,29 +457,86 @@ def _train_steps(opts: dict, context: int, n_times: int) -> int:
     return n_times if steps <= 0 else max(min(steps, n_times), context + 1)
 
 
-def _fresh_training_data(info, net, sys_, dev, steps):
-    """``resample(epoch)``: a new simulated training set of the run's size for every epoch,
-    from the run's protocol, seeded by (seed, epoch): normalised states (first ``steps``
-    steps) and parameters."""
-    proto = sys_.default  # what simulate_data(info["system"], ...) samples
+def fresh_source(opts: dict, protocol, train, sys_) -> str | None:
+    """Where a run's fresh training trajectories come from: ``"protocol"`` (the system's
+    simulator made the training set: its protocol), ``"file"`` (a file of a known system that
+    gives every trajectory's parameters: the same physics over the file's parameter ranges,
+    from its initial states), or None (``fresh_data=False``, no physics or no parameters)."""
+    if not opts.get("fresh_data") or sys_ is None:
+        return None
+    if protocol is not None:
+        return "protocol"
+    params = train.system_params(sys_)
+    if params is None or not np.all(np.isfinite(params)) or np.any(params < 0):
+        return None
+    if _fresh_solver(sys_, _file_ranges(train, sys_), train.x[:16, 0], train.t) is None:
+        warnings.warn(f"the file's parameter ranges make {sys_.name} too fast to simulate "
+                      "fresh training data cheaply: training on the file alone", stacklevel=3)
+        return None
+    return "file"
+
+
+#: most RK4 substeps per sample interval for fresh training data (else the file alone)
+MAX_FRESH_SUBSTEPS = 64
+
+
+def _file_ranges(train, sys_) -> list:
+    params = train.system_params(sys_)
+    return list(zip(params.min(0).tolist(), params.max(0).tolist(), strict=True))
+
+
+def _fresh_solver(sys_, lo_hi, x0_some, t):
+    """(method, step size) for fresh training data: the closed form of a linear system, else
+    RK4 in float32 with (fastest rate) x step <= 0.25: Lotka-Volterra's worst state off by 1e-3
+    relative (4 substeps; 8e-5 with 8 at twice the cost), the pendulum's by 2e-4 (2 substeps),
+    both far below the estimates' errors. None: more than MAX_FRESH_SUBSTEPS substeps."""
+    if sys_.linear:
+        return "exact", None
+    rate = fastest_rate(sys_, torch.as_tensor(np.asarray(x0_some)), lo_hi)
+    t = np.asarray(t, dtype=np.float64)
+    dt = float(np.diff(t).min())
+    substeps = math.ceil(rate * dt / 0.25) if math.isfinite(rate) else math.inf
+    if substeps > MAX_FRESH_SUBSTEPS:
+        return None
+    return "rk4", dt / max(1, substeps)
+
+
+def _fresh_training_data(info, net, sys_, dev, steps, train=None):
+    """``resample(epoch)``: a new simulated training set for every epoch (``fresh_n``
+    trajectories, or the run's ``n_train``), seeded by (seed, epoch): normalised states (first
+    ``steps`` steps) and parameters. From the run's protocol, or with ``train`` (a file's
+    Trajectories) from the file: parameters uniform over its per-parameter ranges, initial
+    states drawn from its trajectories' first states, its sample times."""
     n = int(info.get("options", {}).get("fresh_n") or info["n_train"])
-    if sys_.linear:  # the closed form
-        method, step_size = "exact", None
-    else:  # RK4 in float32 with (fastest rate) x step <= 0.25: Lotka-Volterra's worst state
-        # off by 1e-3 relative (4 substeps; 8e-5 with 8 at twice the cost), the pendulum's by
-        # 2e-4 (2 substeps), both far below the estimates' errors
+    if train is None:
+        proto = sys_.default  # what simulate_data(info["system"], ...) samples
         ranges = proto.ranges("train")
-        rate = fastest_rate(sys_, proto, [ranges.get(p.name, p.train) for p in sys_.params])
-        dt = float(proto.times("train")[1] - proto.times("train")[0])
-        method, step_size = "rk4", dt / max(1, math.ceil(rate * dt / 0.25))
+        lo_hi = [ranges.get(p.name, p.train) for p in sys_.params]
+        x0_some = proto.initial_state.sample(4, torch.Generator().manual_seed(0))
+        t = proto.times("train")[:steps]
+    else:
+        lo_hi = _file_ranges(train, sys_)
+        x0_pool = torch.as_tensor(train.x[:, 0], dtype=torch.float64)
+        x0_some = train.x[:16, 0]
+        t = torch.as_tensor(train.t[:steps], dtype=torch.float64)
+    # (protocols are checked for their cost when simulated; files by fresh_source)
+    method, step_size = _fresh_solver(sys_, lo_hi, x0_some, t) or ("rk4", None)
 
     def resample(epoch: int):
         seed = systems.split_seed(info["seed"], f"fresh/{epoch}") % 2**62
-        tr = simulate_data(info["system"], n, "train", seed, method=method,
-                           step_size=step_size, dtype=torch.float32, n_steps=steps)
-        x, _ = _tensors(tr, dev)
-        p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
-        return net.normalizer.encode(x), p
+        if train is None:
+            tr = simulate_data(info["system"], n, "train", seed, method=method,
+                               step_size=step_size, dtype=torch.float32, n_steps=steps)
+            x, _ = _tensors(tr, dev)
+            p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
+            return net.normalizer.encode(x), p
+        g = torch.Generator().manual_seed(seed)
+        lo, hi = (torch.tensor(v, dtype=torch.float64) for v in zip(*lo_hi, strict=True))
+        p = lo + (hi - lo) * torch.rand(n, len(lo_hi), generator=g, dtype=torch.float64)
+        x0 = x0_pool[torch.randint(len(x0_pool), (n,), generator=g)]
+        x = integrate(sys_, t.float(), x0.float(), p.float(), method=method,
+                      step_size=step_size)
+        return net.normalizer.encode(x.to(dev)), p.float().to(dev)
 
     return resample
 

@@ -452,7 +452,8 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
                      f"simulating {n_traj} trajectories of {len(t)} steps",
                      "use a smaller --n, or simulate several files with different --seed")
     lo_hi = [chosen.get(p.name, p.train) for p in sys_.params]
-    rho = fastest_rate(sys_, proto, lo_hi)
+    rho = fastest_rate(sys_, proto.initial_state.sample(4, torch.Generator().manual_seed(0)),
+                       lo_hi)
     span = float(t[-1] - t[0])
     steps = rho * span / 3.0
     if not steps <= MAX_SOLVER_STEPS:
@@ -466,12 +467,12 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
         )
 
 
-def fastest_rate(sys_: systems.System, proto: systems.Protocol, lo_hi: list) -> float:
+def fastest_rate(sys_: systems.System, x0: torch.Tensor, lo_hi: list) -> float:
     """The largest rate (1/time) of ``sys_``'s dynamics: the spectral radius of its vector
     field's Jacobian at the corners of the parameter ranges ``lo_hi`` ((low, high) per
-    parameter) and at a few of ``proto``'s initial states."""
+    parameter) and at the states ``x0 (n, d)`` (a few initial states)."""
     corners = torch.tensor(list(itertools.product(*lo_hi)), dtype=torch.float64)
-    x0 = proto.initial_state.sample(4, torch.Generator().manual_seed(0))
+    x0 = torch.as_tensor(x0, dtype=torch.float64)
     return _spectral_radius(sys_, x0.repeat(len(corners), 1),
                             corners.repeat_interleave(len(x0), 0))
 
