@@ -8,6 +8,8 @@
   spring-mass flow) on 4096 trajectories x 256 steps against a loop of scipy ``solve_ivp``
   (DOP853 at rtol 1e-12, the tightest it takes in reasonable time; still less accurate than the
   default, so the ratio is conservative). Errors against ``torch.linalg.matrix_exp``.
+- ``sim_pendulum_speedup_vs_scipy``: the same for the (nonlinear) pendulum's test split at its
+  default accuracy (batched dopri5 in float64) against DOP853 at the tolerance that matches it.
 - ``evaluate_seconds``: ``warpphys evaluate`` of a 2-epoch WARP-Phys run on 4096 MSD test
   trajectories, refinement included (wall time of the command; the files are made first).
 - ``threads``: a few training steps at the package's default sizes in fresh processes, with the
@@ -72,6 +74,44 @@ def sim_default(n: int = 4096, n_steps: int = 256, *, scipy_n: int = 64,
             "scipy_timed_trajectories": scipy_n, "scipy_seconds": per_traj * n,
             "scipy_error_vs_matrix_exp": float(component_error(xs, ref[idx]).max()),
             "sim_default_speedup_vs_scipy": per_traj * n / min(times[1:])}
+
+
+def sim_pendulum(n: int = 4096, *, scipy_n: int = 64, repeats: int = 2) -> dict:
+    """``systems.simulate`` of the pendulum's test split at its default accuracy (dopri5,
+    float64, rtol 1e-9) against a loop of scipy DOP853 at the tolerance that matches that
+    accuracy on the timed trajectories; errors against DOP853 at rtol 1e-13."""
+    import systems
+    from benchmarks.sim_speed import component_error, scipy_loop
+
+    system = systems.get_system("pendulum")
+    proto = system.default
+    g = torch.Generator().manual_seed(0)
+    params = systems.sample_params(system, proto.ranges("test"), n, g)
+    x0 = proto.initial_state.sample(n, g)
+    t = proto.times("test")
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        x = systems.simulate(system, t, x0, params)
+        times.append(time.perf_counter() - start)
+    idx = np.random.default_rng(0).choice(n, size=scipy_n, replace=False)
+    args = (system, t.numpy(), x0.numpy()[idx], params.numpy()[idx], "DOP853")
+    ref = scipy_loop(*args, 1e-13)
+    err = float(component_error(x.numpy()[idx], ref).max())
+    rtol = 1e-6  # the loosest DOP853 tolerance that is as accurate as the torch default
+    while True:
+        start = time.perf_counter()
+        xs = scipy_loop(*args, rtol)
+        per_traj = (time.perf_counter() - start) / scipy_n
+        scipy_err = float(component_error(xs, ref).max())
+        if scipy_err <= err or rtol < 1e-12:
+            break
+        rtol /= 10
+    return {"n": n, "n_steps": len(t), "torch_seconds": min(times[1:]),
+            "torch_error_vs_dop853_1e-13": err, "scipy_method": f"DOP853 rtol {rtol:g}",
+            "scipy_timed_trajectories": scipy_n, "scipy_seconds": per_traj * n,
+            "scipy_error": scipy_err,
+            "sim_pendulum_speedup_vs_scipy": per_traj * n / min(times[1:])}
 
 
 def _cli(*args, env=None) -> float:

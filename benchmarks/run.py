@@ -437,8 +437,8 @@ def amortized_vs_classical(quick: bool, device="cpu") -> dict:
 
 
 # -- the whole run ------------------------------------------------------------------------------
-PARTS = ("step", "sim_default", "evaluate", "threads", "sim", "recurrence", "epoch", "parallel",
-         "amortized", "memory", "scaling")
+PARTS = ("step", "sim_default", "sim_pendulum", "evaluate", "threads", "sim", "recurrence",
+         "epoch", "parallel", "amortized", "memory", "scaling")
 
 
 def run(quick: bool = False, device="cpu", *, sizes: dict | None = None,
@@ -479,6 +479,9 @@ def run(quick: bool = False, device="cpu", *, sizes: dict | None = None,
     if "sim_default" not in skip:
         r["sim_default"] = issue13.sim_default(scipy_n=32 if quick else 256)
         figs["sim_default_speedup_vs_scipy"] = r["sim_default"]["sim_default_speedup_vs_scipy"]
+    if "sim_pendulum" not in skip:
+        r["sim_pendulum"] = issue13.sim_pendulum(scipy_n=32 if quick else 128)
+        figs["sim_pendulum_speedup_vs_scipy"] = r["sim_pendulum"]["sim_pendulum_speedup_vs_scipy"]
     if "evaluate" not in skip:
         r["evaluate"] = issue13.evaluate_time()
         figs["evaluate_seconds"] = r["evaluate"]["evaluate_seconds"]
@@ -561,6 +564,14 @@ def report(r: dict) -> str:
                      f"scipy {c['scipy_method']} loop {c['scipy_seconds']:.1f} s (error "
                      f"{c['scipy_error_vs_matrix_exp']:.1e}; timed on "
                      f"{c['scipy_timed_trajectories']}, extrapolated)")
+    if "sim_pendulum" in r:
+        c = r["sim_pendulum"]
+        lines.append(f"sim_pendulum_speedup_vs_scipy = {c['sim_pendulum_speedup_vs_scipy']:.0f}: "
+                     f"{c['n']} x {c['n_steps']} pendulum, default simulate "
+                     f"{c['torch_seconds']:.3f} s (error {c['torch_error_vs_dop853_1e-13']:.1e})"
+                     f" vs scipy {c['scipy_method']} loop {c['scipy_seconds']:.1f} s (error "
+                     f"{c['scipy_error']:.1e}; timed on {c['scipy_timed_trajectories']}, "
+                     f"extrapolated)")
     if "evaluate" in r:
         c = r["evaluate"]
         lines.append(f"evaluate_seconds = {c['evaluate_seconds']:.1f}: warpphys evaluate of a "

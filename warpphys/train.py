@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -302,6 +303,10 @@ class Trainer:
                    disable=not self.progress, initial=self.start_epoch, total=cfg.epochs,
                    dynamic_ncols=True)
         good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # fresh data for the next epoch are made on a second thread while this one trains
+        # (torch releases the GIL in its kernels); deterministic in the epoch all the same
+        prefetch = ThreadPoolExecutor(1) if resample is not None else None
+        coming = {}
         try:
             for epoch in bar:
                 if cfg.schedule == "cosine":
@@ -309,7 +314,10 @@ class Trainer:
                     for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
                         group["lr"] = base * scale
                 if resample is not None and epoch > 0:
-                    xn_train, params_train = resample(epoch)
+                    job = coming.pop(epoch, None)
+                    xn_train, params_train = job.result() if job else resample(epoch)
+                if prefetch is not None and epoch + 1 < cfg.epochs:
+                    coming[epoch + 1] = prefetch.submit(resample, epoch + 1)
                 model.train()
                 n = xn_train.shape[0]  # (fresh data may come in another size)
                 steps = math.ceil(n / cfg.batch_size)
@@ -369,6 +377,8 @@ class Trainer:
             )
         finally:
             bar.close()
+            if prefetch is not None:
+                prefetch.shutdown(wait=True, cancel_futures=True)
         self.history.seconds = time.perf_counter() - t0
         model.load_state_dict(self.best_state)
         self._save()
