@@ -277,3 +277,21 @@ def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     with pytest.warns(UserWarning, match="file alone"):
         assert api.fresh_source(opts, None, fast, sys_) is None
     assert api.fresh_source({"fresh_data": False}, None, ok, sys_) is None
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("fresh_n", -1, "fresh_n must be a whole number"),
+    ("val_every", 0, "val_every must be a whole number"),
+    ("head_depth", 1.5, "head_depth must be a whole number"),
+    ("loss_steps", "many", "loss_steps must be a whole number"),
+    ("batch_size", True, "batch_size must be a whole number"),
+    ("fresh_n", 10**12, "fresh_n=1000000000000 trajectories per epoch"),
+])
+def test_bad_read_out_options_are_refused_before_training(tmp_path, option, value, words):
+    from warpphys import api
+    from warpphys.errors import WarpphysError
+
+    with pytest.raises(WarpphysError, match=words):
+        api.fit(system="spring_mass", epochs=1, n_train=16, out=tmp_path / "run",
+                figures=False, progress=False, **{option: value})
+    assert not (tmp_path / "run").exists()

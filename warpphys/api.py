@@ -226,6 +226,10 @@ def fit(
     if "loss_steps" in opts:
         fresh = fresh_source(opts, protocol, train, sys_) is not None
         opts["loss_steps"] = head_loss_steps(opts["loss_steps"], fresh=fresh)
+        if fresh:  # one epoch's fresh trajectories, float32, with the solver's stages
+            n_fresh = int(opts.get("fresh_n") or train.n)
+            check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
+                         f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
     _check_model_size(model, train, sys_, opts)
     if estimate == "refined":
         with torch.device("meta"):  # allocates nothing
@@ -271,6 +275,12 @@ def _interrupted(build: Path, run_dir: Path) -> FitInterrupted:
     )
 
 
+#: options that count something, and their least value
+INTEGER_OPTIONS = {"epochs": 1, "batch_size": 1, "val_every": 1, "width": 1, "depth": 1,
+                   "hyper_width": 1, "state_size": 2, "head_width": 1, "head_depth": 1,
+                   "fresh_n": 0, "loss_steps": 0}
+
+
 def _check_run_options(seed, max_seconds, options: dict) -> None:
     """Refuse a seed, time budget or learning rate that cannot give a meaningful run."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
@@ -278,6 +288,12 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise RunError(f"the time budget (--max-minutes) must be a positive number, got "
                        f"{max_seconds / 60 if math.isfinite(max_seconds) else max_seconds}")
+    for key, low in INTEGER_OPTIONS.items():
+        value = options.get(key)
+        if value is None or (key == "loss_steps" and value == "auto"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise RunError(f"{key} must be a whole number of at least {low}, got {value!r}")
     for key in ("lr", "lr_transition"):
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)
