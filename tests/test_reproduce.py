@@ -181,3 +181,13 @@ def test_amortized_vs_classical_benchmark_runs_and_reports_the_ratio(user_file, 
     assert r["classical_median_rel_error"] < 1e-4  # clean data, exact physics
     assert np.isfinite(r["warp_phys_median_rel_error"])
     assert "amortized_vs_classical_speedup:" in bench.report(r)
+
+
+def test_study_models_all_learn_from_the_study_file_alone(tiny_study):
+    # no fresh simulated (clean, unlimited) trajectories for WARP-Phys in a comparison
+    out, _, _ = tiny_study
+    configs = list((out / "runs").glob("warp-phys-seed*/config.json"))
+    assert configs
+    for path in configs:
+        info = json.loads(path.read_text())
+        assert info["options"]["fresh_data"] is False and info["fresh_data"] is None

@@ -230,7 +230,12 @@ def label(row: dict) -> str:
 def _model_options(model: str, scale: Scale, noise: float) -> dict:
     if model == "classical":  # no training options; shooting residuals when data are noisy
         return {"residuals": "shooting" if noise > 0 else "one-step"}
-    return {**scale.options, **scale.model_options.get(model, {})}
+    opts = {**scale.options, **scale.model_options.get(model, {})}
+    if "fresh_data" in api.MODELS[model].options:
+        # every model of a study learns from the same (noisy, when noise > 0) training file:
+        # no fresh simulated trajectories, which would be clean and unlimited
+        opts.setdefault("fresh_data", False)
+    return opts
 
 
 def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
