@@ -74,6 +74,18 @@ def _fit_phys(data: Path, out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def test_no_fresh_data_trains_warp_phys_on_the_file_alone(user_file, tmp_path):
+    runs = {}
+    for name, extra in (("fresh", []), ("alone", ["--no-fresh-data"])):
+        out = tmp_path / name
+        assert cli.main(["fit", *_small("warp-phys"), "--data", str(user_file), "--out",
+                         str(out), "--system", "spring_mass", *extra]) == 0
+        runs[name] = json.loads((out / "config.json").read_text())
+    assert runs["fresh"]["fresh_data"] == "file" and runs["fresh"]["options"]["fresh_data"]
+    assert runs["alone"]["fresh_data"] is None
+    assert runs["alone"]["options"]["fresh_data"] is False
+
+
 def _small(model: str) -> list[str]:
     return ["--model", model, "--epochs", "1", "--context", "5", "--width", "4",
             "--batch-size", "8", "--no-figures", "--quiet", "--device", "cpu"]

@@ -142,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
                         "read-out head on the filter bank's state, read at the end of the "
                         "context (head, the default), or the paper's root MLP at every step "
                         "(root)")
+    f.add_argument("--no-fresh-data", action="store_true",
+                   help="warp-phys: train on the training data alone, not also on fresh "
+                        "trajectories simulated over its parameter ranges (the default when "
+                        "the system and every trajectory's parameters are known)")
     _estimate_option(f)
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -312,6 +316,8 @@ def cmd_fit(args) -> int:
     options = {k: getattr(args, k) for k in ("batch_size", "lr", "width", "depth", "transition",
                                               "mode", "root", "precision", "readout")
                if getattr(args, k) is not None}
+    if args.no_fresh_data:
+        options["fresh_data"] = False
     fitted = api.fit(
         system=args.system, data=args.data, model=args.model, epochs=args.epochs,
         context=args.context, out=args.out, device=args.device, seed=args.seed, force=args.force,
