@@ -51,6 +51,26 @@ def step_vs_base(base: str | None = None, *, rounds: int = 3, threads: int = 1) 
     return r
 
 
+def _best_seconds(fn, repeats: int):
+    """The best of ``repeats`` timed calls of ``fn()`` after one warm-up, and its result."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times[1:]), out
+
+
+def _sim_figures(name: str, n: int, n_steps: int, seconds: float, err: float, scipy_method: str,
+                 scipy_n: int, scipy_per_traj: float, scipy_err: float, reference: str) -> dict:
+    """The keys of both simulation figures (``sim_<name>_speedup_vs_scipy``)."""
+    return {"n": n, "n_steps": n_steps, "torch_seconds": seconds, "torch_error": err,
+            "reference": reference, "scipy_method": scipy_method,
+            "scipy_timed_trajectories": scipy_n, "scipy_seconds": scipy_per_traj * n,
+            "scipy_error": scipy_err,
+            f"sim_{name}_speedup_vs_scipy": scipy_per_traj * n / seconds}
+
+
 def sim_default(n: int = 4096, n_steps: int = 256, *, scipy_n: int = 64,
                 repeats: int = 3) -> dict:
     import systems
@@ -59,21 +79,15 @@ def sim_default(n: int = 4096, n_steps: int = 256, *, scipy_n: int = 64,
     system, t, x0, params = problem(n, n_steps)
     ref = torch.einsum("btij,bj->bti", torch.linalg.matrix_exp(
         system.generator_matrix(params)[:, None] * t[None, :, None, None]), x0).numpy()
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        x = systems.simulate(system, t, x0, params)
-        times.append(time.perf_counter() - start)
+    seconds, x = _best_seconds(lambda: systems.simulate(system, t, x0, params), repeats)
     err = float(component_error(x.numpy(), ref).max())
     idx = np.random.default_rng(0).choice(n, size=scipy_n, replace=False)
     start = time.perf_counter()
     xs = scipy_loop(system, t.numpy(), x0.numpy()[idx], params.numpy()[idx], "DOP853", 1e-12)
     per_traj = (time.perf_counter() - start) / scipy_n
-    return {"n": n, "n_steps": n_steps, "torch_seconds": min(times[1:]),
-            "torch_error_vs_matrix_exp": err, "scipy_method": "DOP853 rtol 1e-12",
-            "scipy_timed_trajectories": scipy_n, "scipy_seconds": per_traj * n,
-            "scipy_error_vs_matrix_exp": float(component_error(xs, ref[idx]).max()),
-            "sim_default_speedup_vs_scipy": per_traj * n / min(times[1:])}
+    return _sim_figures("default", n, n_steps, seconds, err, "DOP853 rtol 1e-12", scipy_n,
+                        per_traj, float(component_error(xs, ref[idx]).max()),
+                        "the matrix exponential")
 
 
 def sim_pendulum(n: int = 4096, *, scipy_n: int = 64, repeats: int = 2) -> dict:
@@ -89,11 +103,7 @@ def sim_pendulum(n: int = 4096, *, scipy_n: int = 64, repeats: int = 2) -> dict:
     params = systems.sample_params(system, proto.ranges("test"), n, g)
     x0 = proto.initial_state.sample(n, g)
     t = proto.times("test")
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        x = systems.simulate(system, t, x0, params)
-        times.append(time.perf_counter() - start)
+    seconds, x = _best_seconds(lambda: systems.simulate(system, t, x0, params), repeats)
     idx = np.random.default_rng(0).choice(n, size=scipy_n, replace=False)
     args = (system, t.numpy(), x0.numpy()[idx], params.numpy()[idx], "DOP853")
     ref = scipy_loop(*args, 1e-13)
@@ -107,11 +117,8 @@ def sim_pendulum(n: int = 4096, *, scipy_n: int = 64, repeats: int = 2) -> dict:
         if scipy_err <= err or rtol < 1e-12:
             break
         rtol /= 10
-    return {"n": n, "n_steps": len(t), "torch_seconds": min(times[1:]),
-            "torch_error_vs_dop853_1e-13": err, "scipy_method": f"DOP853 rtol {rtol:g}",
-            "scipy_timed_trajectories": scipy_n, "scipy_seconds": per_traj * n,
-            "scipy_error": scipy_err,
-            "sim_pendulum_speedup_vs_scipy": per_traj * n / min(times[1:])}
+    return _sim_figures("pendulum", n, len(t), seconds, err, f"DOP853 rtol {rtol:g}", scipy_n,
+                        per_traj, scipy_err, "DOP853 at rtol 1e-13")
 
 
 def _cli(*args, env=None) -> float:

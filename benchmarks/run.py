@@ -556,22 +556,16 @@ def report(r: dict) -> str:
                      f"{c['new_s']:.3f} s (best of alternating runs); in CPU time "
                      f"{c['old_cpu_s']:.3f} s vs {c['new_cpu_s']:.3f} s = "
                      f"{c['speedup_cpu']:.2f}x")
-    if "sim_default" in r:
-        c = r["sim_default"]
-        lines.append(f"sim_default_speedup_vs_scipy = {c['sim_default_speedup_vs_scipy']:.0f}: "
-                     f"{c['n']} x {c['n_steps']} spring-mass, default simulate "
-                     f"{c['torch_seconds']:.3f} s (error {c['torch_error_vs_matrix_exp']:.1e}) vs "
-                     f"scipy {c['scipy_method']} loop {c['scipy_seconds']:.1f} s (error "
-                     f"{c['scipy_error_vs_matrix_exp']:.1e}; timed on "
-                     f"{c['scipy_timed_trajectories']}, extrapolated)")
-    if "sim_pendulum" in r:
-        c = r["sim_pendulum"]
-        lines.append(f"sim_pendulum_speedup_vs_scipy = {c['sim_pendulum_speedup_vs_scipy']:.0f}: "
-                     f"{c['n']} x {c['n_steps']} pendulum, default simulate "
-                     f"{c['torch_seconds']:.3f} s (error {c['torch_error_vs_dop853_1e-13']:.1e})"
-                     f" vs scipy {c['scipy_method']} loop {c['scipy_seconds']:.1f} s (error "
-                     f"{c['scipy_error']:.1e}; timed on {c['scipy_timed_trajectories']}, "
-                     f"extrapolated)")
+    for name, system in (("default", "spring-mass"), ("pendulum", "pendulum")):
+        if f"sim_{name}" in r:
+            c = r[f"sim_{name}"]
+            lines.append(
+                f"sim_{name}_speedup_vs_scipy = {c[f'sim_{name}_speedup_vs_scipy']:.0f}: "
+                f"{c['n']} x {c['n_steps']} {system}, default simulate {c['torch_seconds']:.3f} s "
+                f"(error {c['torch_error']:.1e}) vs scipy {c['scipy_method']} loop "
+                f"{c['scipy_seconds']:.1f} s (error {c['scipy_error']:.1e}; errors against "
+                f"{c['reference']}; scipy timed on {c['scipy_timed_trajectories']}, "
+                f"extrapolated)")
     if "evaluate" in r:
         c = r["evaluate"]
         lines.append(f"evaluate_seconds = {c['evaluate_seconds']:.1f}: warpphys evaluate of a "

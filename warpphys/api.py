@@ -68,8 +68,7 @@ from warpphys.rundir import (
 from warpphys.train import TrainConfig, Trainer
 
 #: the options that are training settings
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed",
-                                                                      "max_seconds"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed", "max_seconds"}
 
 __all__ = [
     "BASE_OPTIONS", "CONFIG_FILE", "LAST_FILE", "METRICS_FILE", "MODELS", "MODEL_CLASSES",
@@ -223,13 +222,13 @@ def fit(
                 f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else "")
             )
     opts = resolve_options(model, options, epochs)
+    source = fresh_source(opts, protocol, train, sys_)  # decided once, kept in config.json
     if "loss_steps" in opts:
-        fresh = fresh_source(opts, protocol, train, sys_) is not None
-        opts["loss_steps"] = head_loss_steps(opts["loss_steps"], fresh=fresh)
-        if fresh:  # one epoch's fresh trajectories, float32, with the solver's stages
-            n_fresh = int(opts.get("fresh_n") or train.n)
-            check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
-                         f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
+        opts["loss_steps"] = head_loss_steps(opts["loss_steps"], fresh=source is not None)
+    if source is not None:  # one epoch's fresh trajectories, float32, with the solver's stages
+        n_fresh = int(opts.get("fresh_n") or train.n)
+        check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
+                     f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
     _check_model_size(model, train, sys_, opts)
     if estimate == "refined":
         with torch.device("meta"):  # allocates nothing
@@ -239,6 +238,7 @@ def fit(
                            "estimate; leave --estimate out (or use amortised)")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
     info["param_name_map"] = dict(param_names or {})
+    info["fresh_data"] = source
     if estimate is not None:
         info["estimate"] = estimate
     info.update(test_data=None if test_data is None else str(test_data), max_seconds=max_seconds)
@@ -434,16 +434,17 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     xn_tr, t_tr = net.normalizer.encode(x_tr)[:, :steps], t_tr[:steps]
     x_va, t_va = _tensors(val, dev)
     resample = None
-    source = fresh_source(opts, info["protocol"], train, sys_) if net.has_params else None
-    if source is not None and params_tr is not None:
+    # (runs saved before the source was recorded had fresh data from their protocol only)
+    legacy = "protocol" if opts.get("fresh_data") and info["protocol"] is not None else None
+    source = info.get("fresh_data", legacy)
+    if source is not None:
         resample = _fresh_training_data(info, net, sys_, dev, steps,
                                         train if source == "file" else None)
     hist = trainer.fit(xn_tr, t_tr, net.normalizer.encode(x_va), t_va, params_tr,
                        resample=resample)
     if hist.status == "diverged":
         warnings.warn(hist.message, stacklevel=2)
-    info = {**info, "fresh_data": source if resample is not None else None,
-            "fit_seconds": hist.seconds, "status": hist.status,
+    info = {**info, "fresh_data": source, "fit_seconds": hist.seconds, "status": hist.status,
             "status_message": hist.message, "epochs_run": len(hist.epoch),
             "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None}
     fitted = FittedModel(net.eval(), info, {}, run_dir, dev)

@@ -159,13 +159,9 @@ class Transition(nn.Module):
         lambda = r e^(i phi), so theta_s is a sum of the inputs weighted by lambda's powers:
         one GEMM over the steps for all filters (no loop over time; its cost grows with S x K,
         so it is meant for a few steps of a short run, such as the parameter loss's steps).
-        Other transitions run the recurrence step by step. Same values up to rounding."""
+        Same values as the recurrence up to rounding."""
         if self.kind != "spectral":
-            theta, out = theta0, [theta0]
-            for k in range(int(steps.max())):
-                theta = self.step(theta, dx[:, k] @ B.t())
-                out.append(theta)
-            return torch.stack(out, 1)[:, steps]
+            raise ValueError(f"a {self.kind} transition has no closed form; run the recurrence")
         n, (nb, K, d), S = self.angles.shape[0], dx.shape, steps.shape[0]
         # lambda^m for m = s - 1 - k (input k's weight in theta_s; zero for k >= s) and, in
         # the last row, for m = s (theta0's); in float64: the angles m phi reach hundreds of rad
@@ -473,8 +469,10 @@ class WARP(Model):
         return torch.stack(thetas, 1)
 
     def weights_at(self, xn: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """``teacher_forced_weights(xn)[:, steps]`` (B, S, D), computed for those steps only
-        (in closed form for a fixed spectral bank: a few times faster to train)."""
+        """``teacher_forced_weights(xn)[:, steps]`` (B, S, D); for a fixed spectral bank
+        computed for those steps only, in closed form (a few times faster to train)."""
+        if self.transition.kind != "spectral":
+            return self.teacher_forced_weights(xn)[:, steps]
         lx = self.lifted(xn)
         return self.transition.unrolled(self.theta0(xn[:, 0]), lx[:, 1:] - lx[:, :-1], self.B,
                                         steps)

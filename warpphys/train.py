@@ -316,18 +316,18 @@ class Trainer:
         # fresh data for the next epoch are made on a second thread while this one trains
         # (torch releases the GIL in its kernels); deterministic in the epoch all the same
         prefetch = ThreadPoolExecutor(1) if resample is not None else None
-        coming = {}
+        coming = None  # the next epoch's data, being made
         try:
             for epoch in bar:
                 if cfg.schedule == "cosine":
                     scale = 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
                     for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
                         group["lr"] = base * scale
-                if resample is not None and epoch > 0:
-                    job = coming.pop(epoch, None)
-                    xn_train, params_train = job.result() if job else resample(epoch)
+                if resample is not None and epoch > 0:  # (a resumed run's first: made here)
+                    xn_train, params_train = (coming.result() if coming is not None
+                                              else resample(epoch))
                 if prefetch is not None and epoch + 1 < cfg.epochs:
-                    coming[epoch + 1] = prefetch.submit(resample, epoch + 1)
+                    coming = prefetch.submit(resample, epoch + 1)
                 model.train()
                 n = xn_train.shape[0]  # (fresh data may come in another size)
                 steps = math.ceil(n / cfg.batch_size)
