@@ -13,7 +13,7 @@ separately; velocity is up to 42 times larger than position here). Target: <= 1e
 - torch: one batched ``systems.simulate`` call with fixed-step RK4, two steps per sample interval
   (h = 1/510). RK4's error on y' = lambda y is (|lambda| h)^5/120 per step; the fastest OOD spring
   has |lambda| = sqrt(18/0.01) = 42/s, so |lambda| h = 0.083 and 510 steps give ~4e-6.
-  The default adaptive dopri5 (rtol 1e-9, for data generation) reaches 1e-10 but takes ~15x
+  Adaptive dopri5 (rtol 1e-9, the default of nonlinear systems) reaches 1e-10 but takes ~15x
   longer; it is timed too, for reference. Fixed steps are the fastest way to a 1e-5 target with
   torchdiffeq: per step overhead dominates at this batch size, and RK4 at 2 steps per sample
   beat dopri5/dopri8 at any tolerance meeting 1e-5, and Adams methods, in our measurements.
@@ -125,7 +125,7 @@ def run(
         repeats: torch runs after one warm-up; the speed-up uses the fastest (as timeit does),
             the median is reported as well.
         device: where torch simulates ("cpu" or "cuda").
-        with_default: also time the default adaptive path (dopri5, rtol 1e-9), for reference.
+        with_default: also time adaptive dopri5 (rtol 1e-9), for reference.
     """
     system, t, x0, params = problem(n, n_steps, seed)
     exact = system.exact_solution(t, x0, params).numpy()
@@ -153,7 +153,7 @@ def run(
 
     default = {}
     if with_default:
-        seconds, x_def = torch_run()
+        seconds, x_def = torch_run(method="dopri5")  # the spring-mass default is its closed form
         default = {
             "torch_default_dopri5_seconds": seconds,
             "torch_default_dopri5_error_vs_closed_form": float(
