@@ -77,6 +77,9 @@ def ws(tmp_path, user_file, fitted_run, monkeypatch) -> Path:
     variant(data, tmp_path / "short.npz", x=x[:, :4], t=t[:4])
     variant(data, tmp_path / "huge_values.npz", x=np.where(np.arange(20)[None, :, None] == 3,
                                                            1e40, x))
+    variant(data, tmp_path / "times_1e300.npz", t=t * 1e300)
+    variant(data, tmp_path / "times_1e-300.npz", t=t * 1e-300)
+    variant(data, tmp_path / "times_unresolved.npz", t=np.r_[0.0, 1e-9, 1.0 + t[2:]])
     variant(data, tmp_path / "negative_k.npz", params=params * np.array([1.0, -1.0, 1.0]))
     huge_header_file(data, tmp_path / "huge_header.npz")
     os.symlink("loop.npz", tmp_path / "loop.npz")
@@ -190,6 +193,14 @@ REFUSED = {
                               ["1e+40", "float32", "rescale"]),
     "evaluate on states beyond float32": (["evaluate", "run", "--data", "huge_values.npz"],
                                           ["float32"]),
+    "times spanning 1e300": ([*FIT, "--data", "times_1e300.npz", "--out", "new"],
+                             ["times_1e300.npz", "times span 1.5e+299", "rescale the time axis"]),
+    "times spaced 1e-300": (["evaluate", "run", "--data", "times_1e-300.npz"],
+                            ["spacing falls to", "rescale the time axis"]),
+    "a spacing float32 cannot resolve": (["predict", "run", "--data", "times_unresolved.npz",
+                                          "--context", "5", "--horizon", "3", "--out",
+                                          "new.npz"],
+                                         ["spacing of 1e-09", "float32 resolution"]),
     "negative parameter in a user's file": (
         [*FIT, "--model", "warp-phys", "--data", "negative_k.npz", "--out", "new"],
         ["negative_k.npz", "parameter 'k'"]),

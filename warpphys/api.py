@@ -304,11 +304,34 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
 
 #: states beyond this overflow when squared in float32, the arithmetic of the models
 FLOAT32_STATE_LIMIT = float(np.sqrt(np.finfo(np.float32).max)) / 10
+#: the models take times relative to the first one, in float32: its span and spacing must be
+#: far from overflow and underflow, and every spacing resolved at the span's scale
+FLOAT32_TIME_RANGE = (1e-30, 1e30)
+FLOAT32_TIME_RESOLUTION = 1e-6
+
+
+def _check_times(t: np.ndarray, what: str) -> None:
+    span, gap = float(t[-1] - t[0]), float(np.min(np.diff(t)))
+    lo, hi = FLOAT32_TIME_RANGE
+    fix = "rescale the time axis, e.g. to other units"
+    if span > hi:
+        raise DataError(f"{what}: the times span {span:.3g}, too long for the float32 "
+                        f"arithmetic of the models (at most {hi:.0e}); {fix}")
+    if gap < lo:
+        raise DataError(f"{what}: the sample spacing falls to {gap:.3g}, too small for the "
+                        f"float32 arithmetic of the models (at least {lo:.0e}); {fix}")
+    if gap < FLOAT32_TIME_RESOLUTION * span:
+        raise DataError(f"{what}: a sample spacing of {gap:.3g} within a span of {span:.3g} "
+                        f"is below the float32 resolution of the models' times "
+                        f"({FLOAT32_TIME_RESOLUTION:g} of the span); resample the trajectories "
+                        f"onto a coarser grid, or cut them into shorter windows")
 
 
 def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
-    """Refuse data the models cannot use: states beyond float32's range (they overflow), and
-    parameters a physical system cannot have (negative mass, length, ...)."""
+    """Refuse data the models cannot use: states beyond float32's range (they overflow), times
+    that float32 cannot span or resolve, and parameters a physical system cannot have
+    (negative mass, length, ...)."""
+    _check_times(np.asarray(traj.t, dtype=np.float64), what)
     top = float(np.abs(traj.x).max())
     if top > FLOAT32_STATE_LIMIT:
         raise DataError(
