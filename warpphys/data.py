@@ -373,6 +373,12 @@ def validate(tr: Trajectories) -> None:
             )
     if tr.state_names is not None and len(tr.state_names) != x.shape[2]:
         raise DataError(f"'state_names' has {len(tr.state_names)} names for d = {x.shape[2]}")
+    for key in ("state_names", "param_names"):
+        names = getattr(tr, key)
+        twice = sorted({n for n in names or () if names.count(n) > 1})
+        if twice:  # which column is which would be a guess
+            raise DataError(f"'{key}' names {twice[0]!r} more than once; give every column "
+                            f"its own name")
     if tr.system is not None:
         check_system(tr, tr.system)
 
