@@ -142,6 +142,10 @@ def sample(
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
         raise SystemInputError(f"the number of trajectories must be a positive integer, got {n!r}")
     n = int(n)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        # (1.0 and 1 would seed different draws)
+        raise SystemInputError(f"the seed must be a whole number >= 0, got {seed!r}")
+    seed = int(seed)
     chosen = dict(proto.ranges(split))
     if ranges:
         overrides = {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}

@@ -89,6 +89,8 @@ def simulate(
     params = torch.as_tensor(params, dtype=x0.dtype, device=x0.device)
     if t.ndim != 1 or len(t) < 2:
         raise ValueError(f"t must have shape (T,) with T >= 2 sample times, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("t contains NaN or infinite values")
     gaps = t[1:] - t[:-1]
     if not (bool((gaps > 0).all()) or bool((gaps < 0).all())):
         raise ValueError("t must be strictly increasing (or strictly decreasing, to go backward)")
@@ -96,6 +98,8 @@ def simulate(
         raise ValueError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
     if params.shape[0] != x0.shape[0]:
         raise ValueError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial states")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 contains NaN or infinite values; every initial state must be finite")
     system.check_params(params)
     # the user's choices: SystemInputError (a ValueError), one line on the command line
     if method not in METHODS:

@@ -283,6 +283,39 @@ def test_the_library_refuses_the_same_seeds_and_rates(ws):
     assert not (ws / "new").exists()
 
 
+def test_the_library_refuses_counts_that_are_not_whole_numbers(ws):
+    for kw, words in (({"epochs": 1.5}, "epochs must be a whole number"),
+                      ({"epochs": "3"}, "epochs must be a whole number"),
+                      ({"context": True}, "context must be a whole number"),
+                      ({"n_train": 0}, "n_train must be a whole number"),
+                      ({"data": np.zeros((2, 8, 2))}, "data must be the path of an .npz")):
+        with pytest.raises(api.RunError, match=words):
+            api.fit(**{"data": "data.npz", "model": "warp", "out": "new", **kw})
+    assert not (ws / "new").exists()
+    fitted = api.load("run")
+    traj = Trajectories.load("data.npz")
+    for call, words in ((lambda: fitted.predict(traj, 5.5), "--context must be a whole number"),
+                        (lambda: fitted.predict(traj, 5, horizon=2.0), "--horizon must be"),
+                        (lambda: fitted.evaluate(traj, context=True), "--context must be"),
+                        (lambda: fitted.predict(traj.x, 5), "got ndarray; wrap arrays as "
+                                                            "Trajectories"),
+                        (lambda: fitted.evaluate(torch.as_tensor(traj.x)), "got Tensor"),
+                        (lambda: api.load("data.npz"), "is a file, not a run directory")):
+        with pytest.raises((api.RunError, api.DataError), match=words):
+            call()
+
+
+def test_numpy_integers_are_welcome_where_counts_are_asked(ws):
+    fitted = api.fit(data="data.npz", model="warp", out="np_ints", seed=np.int64(2),
+                     epochs=np.int32(1), context=np.int64(5), figures=False, progress=False)
+    config = json.loads((ws / "np_ints" / "config.json").read_text())
+    assert (config["seed"], config["context"], config["options"]["epochs"]) == (2, 5, 1)
+    traj = Trajectories.load("data.npz")
+    x_hat = fitted.predict(traj, np.int64(5), horizon=np.int64(3))
+    assert x_hat.shape == (traj.n, 8, traj.dim)
+    np.testing.assert_array_equal(x_hat, fitted.predict(traj, 5, horizon=3))
+
+
 # -- what succeeds -------------------------------------------------------------------------------
 def test_force_replaces_a_run_only_after_the_new_one_succeeded(ws, capsys, monkeypatch):
     before = checksums(ws / "run")

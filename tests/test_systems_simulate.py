@@ -203,6 +203,19 @@ def test_simulate_refuses_bad_shapes_and_times():
         systems.simulate(system, t[None], x0, params)
     with pytest.raises(ValueError, match="floating-point"):
         systems.simulate(system, t, x0.long(), params)
+    for bad in (float("nan"), float("inf")):  # (torchdiffeq would fail on an assertion)
+        with pytest.raises(ValueError, match="x0 contains NaN or infinite"):
+            systems.simulate(system, t, x0 * bad, params)
+        with pytest.raises(ValueError, match="t contains NaN or infinite"):
+            systems.simulate(system, torch.tensor([0.0, bad, 1.0], dtype=F64), x0, params)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.0, 2.5, True, "3"])
+def test_sample_refuses_a_seed_that_is_not_a_whole_number(seed):
+    with pytest.raises(systems.SystemInputError, match="the seed must be a whole number"):
+        systems.sample("pendulum", 2, seed=seed, method="rk4")
+    same = systems.sample("pendulum", 2, seed=np.int64(3), method="rk4")
+    assert torch.equal(same.x, systems.sample("pendulum", 2, seed=3, method="rk4").x)
 
 
 # -- sample: protocols, seeds and ranges ---------------------------------------------------------

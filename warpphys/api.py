@@ -166,11 +166,20 @@ def fit(
         return _resume(Path(resume), epochs=epochs, device=device, progress=progress,
                        figures=figures, max_seconds=max_seconds)
     seed = 0 if seed is None else seed
-    _check_run_options(seed, max_seconds, options)
+    counts = {"epochs": epochs, "context": context, "n_train": n_train}
+    _check_run_options(seed, max_seconds, {**options, **counts})
+    seed, options = int(seed), _whole_numbers(options)
+    counts = _whole_numbers(counts)
+    epochs, context, n_train = counts["epochs"], counts["context"], counts["n_train"]
     if estimate is not None and estimate not in ESTIMATES:
         raise RunError(f"unknown estimate {estimate!r}; choose one of: {', '.join(ESTIMATES)}")
     if system is None and data is None:
         raise RunError("name a system with --system or a data file with --data")
+    for key, path in (("data", data), ("test_data", test_data)):
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise RunError(f"{key} must be the path of an .npz trajectory file, got "
+                           f"{type(path).__name__}; save arrays first, e.g. "
+                           f"Trajectories(t=t, x=x).save('data.npz')")
     if system is not None and system not in systems.names():
         raise RunError(f"unknown system {system!r}; choose one of: {', '.join(systems.names())}")
     if param_names and data is None:
@@ -278,7 +287,14 @@ def _interrupted(build: Path, run_dir: Path) -> FitInterrupted:
 #: options that count something, and their least value
 INTEGER_OPTIONS = {"epochs": 1, "batch_size": 1, "val_every": 1, "width": 1, "depth": 1,
                    "hyper_width": 1, "state_size": 2, "head_width": 1, "head_depth": 1,
-                   "fresh_n": 0, "loss_steps": 0}
+                   "fresh_n": 0, "loss_steps": 0, "context": 1, "n_train": 1}
+
+
+def _whole_numbers(options: dict) -> dict:
+    """``options`` with its counting values as Python ints (numpy integers are welcome, and
+    config.json stays plain JSON); call after :func:`_check_run_options`."""
+    return {k: int(v) if k in INTEGER_OPTIONS and isinstance(v, numbers.Integral) else v
+            for k, v in options.items()}
 
 
 def _check_run_options(seed, max_seconds, options: dict) -> None:
@@ -617,6 +633,8 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
         )
     info = saved
     if epochs is not None:
+        _check_run_options(info["seed"], None, {"epochs": epochs})
+        epochs = int(epochs)
         done = int(state.get("epoch", 0))
         if epochs <= done:
             raise RunError(

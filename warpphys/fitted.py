@@ -4,6 +4,7 @@ or saved to a run directory (:mod:`warpphys.rundir`)."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import time
 import warnings
@@ -58,6 +59,21 @@ def extend_times(t: np.ndarray, length: int) -> np.ndarray:
         t = np.concatenate([t, t[-1] + (t[-1] - t[-2]) * np.arange(1, length - len(t) + 1)])
     return t[:length]
 
+
+def _count(value, name: str) -> int:
+    """A step count given by a user as an int (numpy integers too), never a float or bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DataError(f"{name} must be a whole number of steps, got {value!r}")
+    return int(value)
+
+
+def _check_trajectories(traj) -> None:
+    if not isinstance(traj, Trajectories):
+        raise DataError(
+            f"expected trajectories (warpphys.data.Trajectories), got {type(traj).__name__}; "
+            f"wrap arrays as Trajectories(t=t, x=x) with x of shape (N, T, d), or read a file "
+            f"with Trajectories.load(path)"
+        )
 
 
 @dataclass
@@ -117,6 +133,7 @@ class FittedModel:
 
     # -- checks ---------------------------------------------------------------------------------
     def _check(self, traj: Trajectories, context: int) -> None:
+        _check_trajectories(traj)
         if traj.dim != self.model.dim:
             raise DataError(
                 f"the data have state size d = {traj.dim} but the model was trained on d = "
@@ -130,13 +147,13 @@ class FittedModel:
 
     def _context(self, traj: Trajectories, context: int | None) -> int:
         """The context (the run's by default), checked against ``traj`` once."""
-        K = self.context if context is None else int(context)
+        K = self.context if context is None else _count(context, "--context")
         self._check(traj, K)
         return K
 
     @staticmethod
     def _horizon(traj: Trajectories, K: int, horizon: int | None) -> int:
-        H = traj.n_times - K if horizon is None else int(horizon)
+        H = traj.n_times - K if horizon is None else _count(horizon, "--horizon")
         if H < 1:
             raise DataError(f"--horizon must be at least 1, got {H}")
         return H
@@ -159,7 +176,8 @@ class FittedModel:
         if keep_theta and estimate is None:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
-        K = self.context if context is None else int(context)
+        _check_trajectories(traj)
+        K = self.context if context is None else _count(context, "--context")
         if not 1 <= K <= traj.n_times:
             raise DataError(
                 f"--context {K} must be between 1 and the sequence length {traj.n_times}"
@@ -342,6 +360,9 @@ class FittedModel:
     def load(cls, run_dir: str | os.PathLike, device: str = "cpu") -> FittedModel:
         """Load a run directory written by :func:`fit` (safe: ``weights_only=True``)."""
         run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"{str(run_dir)!r} is a file, not a run directory; give the folder "
+                           f"that `warpphys fit --out` wrote")
         if not run_dir.is_dir():
             raise RunError(f"run directory {str(run_dir)!r} does not exist")
         ckpt = checkpoint.load(run_dir / MODEL_FILE)
