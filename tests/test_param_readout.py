@@ -158,6 +158,22 @@ def test_the_head_loss_on_a_random_subset_of_steps_estimates_the_full_loss():
     assert float(draws.std()) > 0  # and the subsets do differ
 
 
+def test_a_share_of_the_head_batches_is_scored_at_the_end_of_the_context():
+    root = _head_model().root
+    root.loss_steps = 1
+    torch.manual_seed(0)
+    for share, low, high in ((0.0, 0, 30), (1.0, 400, 400), (0.5, 160, 250)):
+        root.context_share = share
+        draws = [root.loss_steps_of(47, 16) for _ in range(400)]
+        at_end = sum(d.tolist() == [15] for d in draws)
+        assert low <= at_end <= high  # (a uniform draw lands on step 15 once in 40)
+        assert all(len(d) == 1 and 7 <= int(d[0]) < 47 for d in draws)
+    root.loss_steps = 4  # the other batches keep their number of steps
+    assert {len(root.loss_steps_of(47, 16)) for _ in range(100)} == {1, 4}
+    assert root.loss_steps_of(47, None).numel() == 4  # no context: no end to score at
+    assert root.config()["context_share"] == 0.5
+
+
 @pytest.mark.parametrize("name", systems.names())
 def test_simulating_the_first_steps_only_gives_the_prefix_of_the_whole_run(name):
     # fresh training data simulate only the steps training sees: same draws, same states
@@ -286,6 +302,8 @@ def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     ("loss_steps", "many", "loss_steps must be a whole number"),
     ("batch_size", True, "batch_size must be a whole number"),
     ("fresh_n", 10**12, "fresh_n=1000000000000 trajectories per epoch"),
+    ("context_share", 1.5, "context_share must be a number from 0 to 1"),
+    ("context_share", "half", "context_share must be a number from 0 to 1"),
 ])
 def test_bad_read_out_options_are_refused_before_training(tmp_path, option, value, words):
     from warpphys import api

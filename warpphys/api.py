@@ -310,6 +310,10 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise RunError(f"{key} must be a whole number of at least {low}, got {value!r}")
+    share = options.get("context_share")
+    if share is not None and not (isinstance(share, numbers.Real) and not isinstance(share, bool)
+                                  and 0 <= share <= 1):
+        raise RunError(f"context_share must be a number from 0 to 1, got {share!r}")
     for key in ("lr", "lr_transition"):
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)

@@ -9,8 +9,9 @@ How the parameters are read from the weights (``readout``):
   read-out network maps it (normalised; with the log power of every rotation pair and where
   that power lies along the bank's frequencies) to the identifiable combinations in log space
   (k/m and c/m for spring-mass). The estimate is read once, at the end of the context, and held
-  for the rollout (``freeze_params``). The head learns from the parameter loss on every step
-  from half the context to twice it, teacher-forced.
+  for the rollout (``freeze_params``). The head learns from the parameter loss, teacher-forced:
+  half the batches at the end of the context, the others at steps from half the context to
+  twice it (``context_share``, ``loss_steps``).
 * ``"root"`` (the paper's): a root MLP, evaluated with ``theta`` as its weights, maps
   (tau, x_prev) to the parameters at every step.
 
@@ -87,7 +88,8 @@ class PhysicsRoot(Root):
 
     def __init__(self, system: str, *, width: int = 16, depth: int = 2, log_range: float = 5.0,
                  activation: str = "tanh", readout: str = "root", state_size: int = 256,
-                 head_width: int = 128, head_depth: int = 2, loss_steps: int = 0):
+                 head_width: int = 128, head_depth: int = 2, loss_steps: int = 0,
+                 context_share: float = 0.0):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown parameter read-out {readout!r}; use one of {READOUTS}")
@@ -104,6 +106,7 @@ class PhysicsRoot(Root):
         else:
             self.state_size, self.head_width, self.head_depth = state_size, head_width, head_depth
             self.loss_steps = int(loss_steps)
+            self.context_share = float(context_share)
             self.param_weights = state_size
             self.bank_weights = state_size
             self.theta_norm = nn.LayerNorm(state_size)
@@ -138,7 +141,8 @@ class PhysicsRoot(Root):
             cfg["activation"] = self.param_mlp.activation
         else:
             cfg.update(state_size=self.state_size, head_width=self.head_width,
-                       head_depth=self.head_depth, loss_steps=self.loss_steps)
+                       head_depth=self.head_depth, loss_steps=self.loss_steps,
+                       context_share=self.context_share)
         return cfg
 
     def initial_weights(self) -> torch.Tensor:
@@ -198,10 +202,16 @@ class PhysicsRoot(Root):
 
     def loss_steps_of(self, n_steps: int, context: int | None, device=None) -> torch.Tensor:
         """The steps (of ``n_steps`` weights theta_0..) whose estimates the parameter loss
-        scores. ``readout="root"``: every step. ``readout="head"``: from half the context on
-        (the estimates that a context of that length or longer would give); ``loss_steps`` of
-        those, drawn at random for every batch (0: all), which makes a step several times
-        cheaper at the same signal."""
+        scores. ``readout="root"``: every step. ``readout="head"``: a share ``context_share``
+        of the batches (drawn at random) at the end of the context only, the estimate that the
+        run's own context gives; the others from half the context on (the estimates that a
+        context of that length or longer would give), ``loss_steps`` of those drawn at random
+        for every batch (0: all), which makes a step several times cheaper at the same signal.
+        (On the pendulum, half the batches at the context's end took the median damping error
+        from 1.9-2.1% to 1.0%, with length and the rollouts better too.)"""
+        if (self.readout == "head" and context is not None and self.context_share > 0
+                and context - 1 < n_steps and float(torch.rand(())) < self.context_share):
+            return torch.tensor([context - 1], device=device)
         first = 0 if self.readout == "root" or context is None else max(context // 2 - 1, 0)
         steps = torch.arange(first, n_steps)
         n_sub = self.loss_steps if self.readout == "head" else 0

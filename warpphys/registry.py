@@ -111,7 +111,8 @@ def _build_warp_phys(dim, system, opts):
     if opts["readout"] == "head":
         kw.update(state_size=opts["state_size"], head_width=opts["head_width"],
                   head_depth=opts["head_depth"],
-                  loss_steps=head_loss_steps(opts["loss_steps"], fresh=False))
+                  loss_steps=head_loss_steps(opts["loss_steps"], fresh=False),
+                  context_share=opts.get("context_share", 0.0))  # runs saved before it: 0
     if kind in ("ode", "hybrid"):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
@@ -127,8 +128,10 @@ _build_warp_phys.options = {
     # The parameter read-out (see physics.PhysicsRoot.params): a trained head on the weights,
     # read at the end of the context and held for the rollout. Its weights theta come from a
     # fixed bank of damped rotations tuned to the data's frequencies (model.filter_bank). It
-    # trains teacher-forced (the bank in closed form) on the parameter loss, over the first
-    # two contexts' worth of steps (loss_steps of them at random per batch), with a cosine
+    # trains teacher-forced (the bank in closed form) on the parameter loss: a share
+    # context_share of the batches at the end of the context (the estimate the run's context
+    # gives), the others over the first two contexts' worth of steps (loss_steps of them at
+    # random per batch); with a cosine
     # learning rate and no early stop; when the system's simulator made the data, on fresh
     # simulated trajectories (fresh_n every epoch, 0: the training set's size), so that the
     # head never sees the same parameters twice (12,000 steps of 256 by default).
@@ -136,6 +139,7 @@ _build_warp_phys.options = {
     "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
     "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
     "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
+    "context_share": 0.5,
     "epochs": 190, "batch_size": 256, "val_every": 10,
 }
 
