@@ -277,6 +277,45 @@ def test_fresh_data_from_a_file_keep_to_its_parameter_ranges_and_initial_states(
     assert dist.max() < 1e-5  # every initial state is one of the file's
 
 
+def test_fresh_ranges_widen_the_datas_ranges_in_log_space_or_linearly_to_the_minimum():
+    from warpphys import api
+
+    pend, sm = systems.get_system("pendulum"), systems.get_system("spring_mass")
+    _, x0, t = api._source_ranges(pend)
+    (l_lo, l_hi), (c_lo, c_hi) = api.fresh_ranges(pend, [(0.5, 2.0), (0.0, 0.15)], x0, t,
+                                                  widen=0.25)
+    assert (l_lo, l_hi) == pytest.approx((0.5 / 4**0.25, 2.0 * 4**0.25))  # a quarter of ln 4
+    assert (c_lo, c_hi) == pytest.approx((0.0, 0.1875))  # a damping never below 0
+    _, x0s, ts = api._source_ranges(sm)
+    m, k, c = api.fresh_ranges(sm, [(0.03, 0.03), (4.0, 5.0), (0.5, 0.7)], x0s, ts, widen=4)
+    assert m == (0.03, 0.03)  # a fixed parameter stays fixed
+    assert k == pytest.approx((4.0 / 2, 9.0))  # narrow: linear; k > 0: halfway down to 0
+    assert c == pytest.approx((0.0, 1.5))  # c >= 0: down to 0
+    assert api.fresh_ranges(pend, [(0.5, 2.0), (0.0, 0.15)], x0, t, widen=0) == [(0.5, 2.0),
+                                                                              (0.0, 0.15)]
+    # widened into lengths too short (too fast) to simulate cheaply: the data's own ranges
+    short = [(0.01, 1.0), (0.0, 0.1)]
+    assert api.fresh_ranges(pend, short, x0, t, widen=1.0) == short
+
+
+def test_fresh_data_keep_to_the_runs_fresh_ranges(tmp_path):
+    from warpphys import api
+
+    f = api.fit(system="pendulum", epochs=1, n_train=16, fresh_n=32, out=tmp_path / "run",
+                figures=False, progress=False)
+    ranges = f.info["fresh_ranges"]
+    assert ranges["length"] == pytest.approx([0.5 / 4**0.25, 2.0 * 4**0.25])  # fresh_widen 0.25
+    sys_ = systems.get_system("pendulum")
+    _, p = api._fresh_training_data({**f.info, "options": {"fresh_n": 400}}, f.model, sys_,
+                                    "cpu", 20)(0)
+    lo, hi = np.array(list(ranges.values())).T
+    assert np.all(p.numpy() >= lo - 1e-6) and np.all(p.numpy() <= hi + 1e-6)
+    assert np.any(p[:, 0].numpy() > 2.0) and np.any(p[:, 0].numpy() < 0.5)  # beyond the data's
+    g = api.fit(system="pendulum", epochs=1, n_train=16, fresh_n=32, fresh_widen=0,
+                out=tmp_path / "narrow", figures=False, progress=False)
+    assert g.info["fresh_ranges"]["length"] == pytest.approx([0.5, 2.0])
+
+
 def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     from warpphys import api
     from warpphys.data import Trajectories
@@ -303,6 +342,7 @@ def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     ("batch_size", True, "batch_size must be a whole number"),
     ("fresh_n", 10**12, "fresh_n=1000000000000 trajectories per epoch"),
     ("context_share", 1.5, "context_share must be a number from 0 to 1"),
+    ("fresh_widen", -0.1, "fresh_widen must be a number from 0 to 4"),
     ("context_share", "half", "context_share must be a number from 0 to 1"),
 ])
 def test_bad_read_out_options_are_refused_before_training(tmp_path, option, value, words):

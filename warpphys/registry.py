@@ -134,12 +134,13 @@ _build_warp_phys.options = {
     # random per batch); with a cosine
     # learning rate and no early stop; when the system's simulator made the data, on fresh
     # simulated trajectories (fresh_n every epoch, 0: the training set's size), so that the
-    # head never sees the same parameters twice (12,000 steps of 256 by default).
+    # head never sees the same parameters twice (12,000 steps of 256 by default), over the
+    # training data's parameter ranges widened by fresh_widen on either side (api.fresh_ranges).
     "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256,
     "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
     "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
     "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
-    "context_share": 0.5,
+    "context_share": 0.5, "fresh_widen": 0.25,
     "epochs": 190, "batch_size": 256, "val_every": 10,
 }
 
