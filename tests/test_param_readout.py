@@ -316,6 +316,28 @@ def test_fresh_data_keep_to_the_runs_fresh_ranges(tmp_path):
     assert g.info["fresh_ranges"]["length"] == pytest.approx([0.5, 2.0])
 
 
+def test_fresh_noise_observes_the_fresh_trajectories_as_add_noise_would():
+    from warpphys import api
+    from warpphys.data import simulate
+
+    train = simulate("spring_mass", 20, "train", 0)
+    m = _head_model("spring_mass")
+    m.normalizer.fit(torch.as_tensor(train.x))
+    sys_ = systems.get_system("spring_mass")
+    info = {"system": "spring_mass", "n_train": 20, "seed": 1, "options": {"fresh_n": 400}}
+
+    def draw(noise, source):
+        opts = {**info["options"], "fresh_noise": noise}
+        return api._fresh_training_data({**info, "options": opts}, m, sys_, "cpu", 30,
+                                        source)(2)
+
+    for source in (None, train):  # the protocol and a file
+        (clean, p0), (noisy, p1) = draw(0.0, source), draw(0.05, source)
+        torch.testing.assert_close(p0, p1)  # the same trajectories, observed with noise
+        diff = (noisy - clean).reshape(-1, 2)  # normalised units: noise * std / std
+        assert diff.std(0).sub(0.05).abs().max() < 0.003 and diff.mean(0).abs().max() < 0.003
+
+
 def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     from warpphys import api
     from warpphys.data import Trajectories
@@ -343,6 +365,7 @@ def test_a_file_too_fast_to_simulate_cheaply_trains_on_the_file_alone():
     ("fresh_n", 10**12, "fresh_n=1000000000000 trajectories per epoch"),
     ("context_share", 1.5, "context_share must be a number from 0 to 1"),
     ("fresh_widen", -0.1, "fresh_widen must be a number from 0 to 4"),
+    ("fresh_noise", 2.0, "fresh_noise must be a number from 0 to 1"),
     ("context_share", "half", "context_share must be a number from 0 to 1"),
 ])
 def test_bad_read_out_options_are_refused_before_training(tmp_path, option, value, words):

@@ -315,6 +315,12 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise RunError(f"{key} must be a whole number of at least {low}, got {value!r}")
+    for key in ("fresh_noise",):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, numbers.Real)
+                                      and not isinstance(value, bool) and 0 <= value <= 1):
+            raise RunError(f"{key} must be a number from 0 to 1 (a share of each state's "
+                           f"standard deviation, e.g. 0.01), got {value!r}")
     widen = options.get("fresh_widen")
     if widen is not None and not (isinstance(widen, numbers.Real) and not isinstance(widen, bool)
                                   and 0 <= widen <= 4):
@@ -614,7 +620,10 @@ def _fresh_training_data(info, net, sys_, dev, steps, train=None):
     ``steps`` steps) and parameters. From the run's protocol, or with ``train`` (a file's
     Trajectories) from the file: parameters uniform over its per-parameter ranges, initial
     states drawn from its trajectories' first states, its sample times. The parameter ranges
-    are the run's ``fresh_ranges`` (:func:`fresh_ranges`) where it has them."""
+    are the run's ``fresh_ranges`` (:func:`fresh_ranges`) where it has them. With the option
+    ``fresh_noise`` (default 0), Gaussian observation noise of that many times each state's
+    standard deviation in the training data (as :func:`warpphys.data.add_noise` makes it) is
+    added, so that the read-out learns to read contexts as noisy as the user's."""
     n = int(info.get("options", {}).get("fresh_n") or info["n_train"])
     lo_hi, x0_some, t = _source_ranges(sys_, train, steps)
     ranges = None  # (runs saved before fresh_ranges: the data's own)
@@ -626,6 +635,9 @@ def _fresh_training_data(info, net, sys_, dev, steps, train=None):
     # (protocols are checked for their cost when simulated; files by fresh_source)
     method, step_size = _fresh_solver(sys_, lo_hi, x0_some, t) or ("rk4", None)
 
+    noise = float(info.get("options", {}).get("fresh_noise") or 0.0)
+    std = net.normalizer.std  # of the training data: noise in add_noise's units
+
     def resample(epoch: int):
         seed = systems.split_seed(info["seed"], f"fresh/{epoch}") % 2**62
         if train is None:
@@ -633,14 +645,18 @@ def _fresh_training_data(info, net, sys_, dev, steps, train=None):
                                step_size=step_size, dtype=torch.float32, n_steps=steps)
             x, _ = _tensors(tr, dev)
             p = torch.as_tensor(tr.system_params(sys_), dtype=torch.float32, device=dev)
-            return net.normalizer.encode(x), p
-        g = torch.Generator().manual_seed(seed)
-        lo, hi = (torch.tensor(v, dtype=torch.float64) for v in zip(*lo_hi, strict=True))
-        p = lo + (hi - lo) * torch.rand(n, len(lo_hi), generator=g, dtype=torch.float64)
-        x0 = x0_pool[torch.randint(len(x0_pool), (n,), generator=g)]
-        x = integrate(sys_, t.float(), x0.float(), p.float(), method=method,
-                      step_size=step_size)
-        return net.normalizer.encode(x.to(dev)), p.float().to(dev)
+        else:
+            g = torch.Generator().manual_seed(seed)
+            lo, hi = (torch.tensor(v, dtype=torch.float64) for v in zip(*lo_hi, strict=True))
+            p = lo + (hi - lo) * torch.rand(n, len(lo_hi), generator=g, dtype=torch.float64)
+            x0 = x0_pool[torch.randint(len(x0_pool), (n,), generator=g)]
+            x = integrate(sys_, t.float(), x0.float(), p.float(), method=method,
+                          step_size=step_size).to(dev)
+            p = p.float().to(dev)
+        if noise > 0:  # observed as the training data are: noise * each state's std
+            g = torch.Generator().manual_seed(seed ^ 0x5EED)
+            x = x + noise * std * torch.randn(x.shape, generator=g).to(x)
+        return net.normalizer.encode(x), p
 
     return resample
 

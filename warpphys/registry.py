@@ -140,7 +140,7 @@ _build_warp_phys.options = {
     "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
     "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
     "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
-    "context_share": 0.5, "fresh_widen": 0.25,
+    "context_share": 0.5, "fresh_widen": 0.25, "fresh_noise": 0.0,
     "epochs": 190, "batch_size": 256, "val_every": 10,
 }
 
