@@ -295,6 +295,15 @@ INTEGER_OPTIONS = {"epochs": 1, "batch_size": 1, "val_every": 1, "width": 1, "de
                    "fresh_n": 0, "loss_steps": 0, "context": 1, "n_train": 1}
 
 
+#: options that are fractions or factors: their least and largest values, and what they mean
+BOUNDED_OPTIONS = {
+    "context_share": (0.0, 1.0, "the share of batches scored at the end of the context"),
+    "fresh_widen": (0.0, 4.0, "how far fresh parameter ranges reach past the data's, in "
+                              "spans"),
+    "fresh_noise": (0.0, 1.0, "a share of each state's standard deviation, e.g. 0.01"),
+}
+
+
 def _whole_numbers(options: dict) -> dict:
     """``options`` with its counting values as Python ints (numpy integers are welcome, and
     config.json stays plain JSON); call after :func:`_check_run_options`."""
@@ -315,20 +324,12 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise RunError(f"{key} must be a whole number of at least {low}, got {value!r}")
-    for key in ("fresh_noise",):
+    for key, (low, high, what) in BOUNDED_OPTIONS.items():
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real)
-                                      and not isinstance(value, bool) and 0 <= value <= 1):
-            raise RunError(f"{key} must be a number from 0 to 1 (a share of each state's "
-                           f"standard deviation, e.g. 0.01), got {value!r}")
-    widen = options.get("fresh_widen")
-    if widen is not None and not (isinstance(widen, numbers.Real) and not isinstance(widen, bool)
-                                  and 0 <= widen <= 4):
-        raise RunError(f"fresh_widen must be a number from 0 to 4, got {widen!r}")
-    share = options.get("context_share")
-    if share is not None and not (isinstance(share, numbers.Real) and not isinstance(share, bool)
-                                  and 0 <= share <= 1):
-        raise RunError(f"context_share must be a number from 0 to 1, got {share!r}")
+                                      and not isinstance(value, bool) and low <= value <= high):
+            raise RunError(f"{key} must be a number from {low:g} to {high:g} ({what}), "
+                           f"got {value!r}")
     for key in ("lr", "lr_transition"):
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)
