@@ -124,6 +124,32 @@ def test_transitions_benchmark_runs_at_tiny_sizes():
     assert "warp-phys lowrank" in mod.report(r)
 
 
+def test_physics_vs_blackbox_at_the_defaults_scores_noisy_contexts_against_the_truth(tmp_path,
+                                                                                   capsys):
+    """--defaults: fit's defaults on a noisy file (tiny sizes), both models of the same run,
+    finished runs reused."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "physics_vs_blackbox.py"
+    spec = importlib.util.spec_from_file_location("physics_vs_blackbox", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--out", str(tmp_path), "--defaults", "--quick", "--studies", "spring_mass",
+            "--noise", "0.01", "--jobs", "1"]
+    import json
+
+    assert mod.main([*argv, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["study"], row["noise"]) == ("spring_mass", 0.01)
+    assert math.isclose(row["ratio_amortised"], row["warp_mse"] / row["warp_phys_mse"])
+    assert row["warp_phys_refined_mse"] < row["warp_phys_mse"]
+    folder = tmp_path / "defaults_spring_mass_n0.01"
+    config = json.loads((folder / "warp-phys" / "config.json").read_text())
+    assert config["options"]["fresh_noise"] == 0.01 and config["fresh_data"] == "file"
+    stamp = (folder / "warp" / "model.pt").stat().st_mtime_ns
+    assert mod.main(argv) == 0  # reuses the finished runs; prints the table
+    assert (folder / "warp" / "model.pt").stat().st_mtime_ns == stamp
+    assert "min_ratio_amortised" in capsys.readouterr().out
+
+
 def test_physics_vs_blackbox_benchmark_reports_side_by_side_ratios(tmp_path, capsys):
     """Tiny sizes, one study, clean and noisy: a row per noise level, ratios computed from the
     two models' MSEs of the same run, refined MSE below the amortised one."""
