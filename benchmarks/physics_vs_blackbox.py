@@ -21,8 +21,8 @@ read-out trains on fresh simulated trajectories: for each system (pendulum, spri
 lotka_volterra) and noise level, 640 training trajectories of its default protocol with the
 noise added (``fit --data`` splits them 80/10/10), WARP-Phys with ``fresh_noise`` at that level
 (the user knows their noise level), and 512 test trajectories of seed 11 whose contexts carry
-the noise, every rollout scored against the clean truth. About 25 min of a 2-core CPU for the
-three systems at 1% noise (two fits at a time):
+the noise, every rollout scored against the clean truth. 13 min of a 2-core CPU for the three
+systems at 1% noise (two fits at a time):
 
     python benchmarks/physics_vs_blackbox.py --out runs/bench-defaults --defaults --noise 0.01
 
