@@ -545,7 +545,7 @@ def fresh_source(opts: dict, protocol, train, sys_) -> str | None:
     params = train.system_params(sys_)
     if params is None or not np.all(np.isfinite(params)) or np.any(params < 0):
         return None
-    if _fresh_solver(sys_, _file_ranges(train, sys_), train.x[:16, 0], train.t) is None:
+    if _fresh_solver(sys_, *_source_ranges(sys_, train)) is None:
         warnings.warn(f"the file's parameter ranges make {sys_.name} too fast to simulate "
                       "fresh training data cheaply: training on the file alone", stacklevel=3)
         return None
