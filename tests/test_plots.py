@@ -258,3 +258,18 @@ def test_mismatched_shapes_are_reported():
         plots.plot_trajectories(t, x, x_hat[:, :-1], context=K)
     with pytest.raises(ValueError, match="t must have shape"):
         plots.plot_trajectories(t[:-1], x, x_hat, context=K)
+
+
+def test_a_legend_of_long_labels_stays_inside_a_one_panel_figure():
+    # the one-pass and refined rollouts of a physics model, with every region marked: at
+    # one row the legend ran past the right edge ("end of training windo")
+    t, x, x_hat = damped_oscillators()
+    preds = {"amortised (one pass)": x_hat, "refined on the context [default]": x_hat * 1.01}
+    fig = plots.plot_error_comparison(t, x, preds, context=K, window_end=WINDOW_END,
+                                      close=False)
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box, edge = legend.get_window_extent(), fig.bbox
+    assert edge.x0 <= box.x0 and box.x1 <= edge.x1
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert "end of training window" in texts and len(texts) == 5

@@ -222,9 +222,16 @@ def _pred_handles(preds: Mapping[str, np.ndarray]) -> list:
 
 
 def _figure_legend(fig: Figure, handles: list, ncols: int | None = None) -> None:
-    """One legend below all panels, so it covers neither data nor the figure title."""
-    fig.legend(handles=handles, loc="outside lower center", frameon=False,
-               ncols=ncols or min(len(handles), 6), fontsize="small")
+    """One legend below all panels, so it covers neither data nor the figure title; in no more
+    columns than the figure's width holds (a long label, such as "refined on the context
+    [default]", would otherwise run past the edge of a one-panel figure)."""
+    ncols = ncols or min(len(handles), 6)
+    # inches an entry takes at this font size, at most: its line and about 0.06 per character
+    widths = sorted((0.5 + 0.06 * len(h.get_label()) for h in handles), reverse=True)
+    while ncols > 1 and sum(widths[:ncols]) > fig.get_figwidth():
+        ncols -= 1
+    fig.legend(handles=handles, loc="outside lower center", frameon=False, ncols=ncols,
+               fontsize="small")
 
 
 def _limits(truth: np.ndarray, pred: np.ndarray | None = None, pad: float = 0.06):
