@@ -284,21 +284,38 @@ def test_frozen_parameters_roll_out_the_physics_with_the_context_end_estimate():
         WARP(2, MLPRoot(2), freeze_params=True)
 
 
-def test_populations_stay_non_negative_in_the_physics_root():
-    """A noisy observation of a small population can be below zero, where the Lotka-Volterra
-    field makes the prey grow without bound (x' = x (a - b y) < 0 with a > b y); the root
-    treats it as zero and never predicts a negative population."""
+def test_populations_stay_positive_in_the_physics_root():
+    """A noisy observation of a small population can be at or below zero. Below zero the
+    Lotka-Volterra field makes the prey grow without bound (x' = x (a - b y) < 0 with a > b y);
+    at zero the population never returns (zero is a fixed point) and its prey then grows without
+    bound. The root feeds such a value as ``low_floor`` training stds above zero; positive
+    values, however small, pass unchanged, and it never predicts a negative population."""
     root = ODERoot("lotka_volterra", substeps=4).double()
-    true = torch.tensor([[40.0, 100.0, 100.0, 40.0]] * 2)
+    true = torch.tensor([[40.0, 100.0, 100.0, 40.0]] * 3)
     root.set_scales(true.numpy())
-    norm = _unit_normalizer(2)
-    x_prev = torch.tensor([[-0.05, 0.1], [0.001, -0.02]], dtype=torch.float64)
+    norm = _unit_normalizer(2)  # (std 1)
+    x_prev = torch.tensor([[-0.05, 0.1], [0.001, -0.02], [0.5, 0.0]], dtype=torch.float64)
     theta = _theta_for(root, true)
-    out, _ = root(theta, torch.zeros(2), x_prev, torch.full((2,), 0.05), norm)
-    assert (out >= 0).all()
-    # as from zero: the prey stays extinct, the predator decays (the first row)
-    zero_start, _ = root(theta, torch.zeros(2), x_prev.clamp_min(0), torch.full((2,), 0.05), norm)
-    torch.testing.assert_close(out, zero_start)
+    dt = torch.full((3,), 0.05)
+
+    def step(x):
+        return root(theta, torch.zeros(3), x, dt, norm)[0]
+
+    out = step(x_prev)
+    assert (out > 0).all()
+    lifted = torch.where(x_prev <= 0, torch.full_like(x_prev, root.low_floor), x_prev)
+    torch.testing.assert_close(out, step(lifted))
+    tiny = x_prev.clamp_min(1e-9)  # positive: fed as it is, not raised to the floor
+    assert (step(tiny) - out).abs().max() > 1e-6
+    # rolled out from a predator observed below zero, the predator comes back and the prey
+    # stays on a cycle (its first integral's scale), as from the floor itself
+    dt = torch.full((3,), 0.005)
+    path = [torch.tensor([[0.5, -0.003]] * 3, dtype=torch.float64)]
+    for _ in range(400):
+        path.append(step(path[-1]))
+    path = torch.stack(path[1:], 1)
+    assert path[:, :, 1].max() > 1.0 and path[:, :, 0].max() < 10.0
+    assert (path > 0).all()
     assert systems.get_system("spring_mass").state_low is None  # positions may be negative
 
 
