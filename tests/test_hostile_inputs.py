@@ -77,6 +77,7 @@ def ws(tmp_path, user_file, fitted_run, monkeypatch) -> Path:
     variant(data, tmp_path / "short.npz", x=x[:, :4], t=t[:4])
     variant(data, tmp_path / "huge_values.npz", x=np.where(np.arange(20)[None, :, None] == 3,
                                                            1e40, x))
+    variant(data, tmp_path / "at_rest.npz", x=np.repeat(x[:, :1], x.shape[1], 1))
     variant(data, tmp_path / "names_twice.npz", param_names=np.array(["m", "m", "c"]))
     variant(data, tmp_path / "times_1e300.npz", t=t * 1e300)
     variant(data, tmp_path / "times_1e-300.npz", t=t * 1e-300)
@@ -194,6 +195,9 @@ REFUSED = {
                               ["1e+40", "float32", "rescale"]),
     "evaluate on states beyond float32": (["evaluate", "run", "--data", "huge_values.npz"],
                                           ["float32"]),
+    "a file whose trajectories never move": (
+        [*FIT, "--model", "warp-phys", "--data", "at_rest.npz", "--out", "new"],
+        ["at_rest.npz", "no trajectory changes over time"]),
     "a parameter name given twice": ([*FIT, "--data", "names_twice.npz", "--out", "new"],
                                      ["names_twice.npz", "'param_names' names 'm' more than once"]),
     "times spanning 1e300": ([*FIT, "--data", "times_1e300.npz", "--out", "new"],

@@ -335,3 +335,16 @@ def test_a_trajectorys_refined_estimate_does_not_depend_on_its_batch(scale):
     p_two, last_two = refine_context(root, noisy[:2], t[:K], start[:2], scale=scale)
     torch.testing.assert_close(p_two, p_all[:2], rtol=1e-9, atol=0)
     torch.testing.assert_close(last_two, last_all[:2], rtol=1e-9, atol=1e-12)
+
+
+def test_a_state_that_never_changes_leaves_the_substeps_finite():
+    """A file whose velocity column is constant (spread 0) still gets a whole number of RK
+    substeps, from the states that move (it divided by the zero spread: NaN)."""
+    from warpphys.data import Trajectories
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 20, 2))
+    x[..., 1] = 0.5
+    root = ODERoot("pendulum")
+    root.fit_scales(Trajectories(t=np.linspace(0, 1, 20), x=x, system="pendulum"), 1.0)
+    assert isinstance(root.substeps, int) and 1 <= root.substeps <= 8

@@ -90,7 +90,7 @@ def test_save_refuses_a_name_without_npz(tmp_path):
 @pytest.mark.parametrize(
     "change, rule",
     [
-        ({"x": None}, "has no array 'x'"),
+        ({"x": None}, r"has no array 'x' \(keys: \['params', 't'\]\)"),
         ({"t": None}, "has no array 't'"),
         ({"x": np.ones((5, 2))}, "'x' must have rank 3"),
         ({"x": np.ones((1, 3, 5, 2))}, "'x' must have rank 3"),

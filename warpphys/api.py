@@ -201,6 +201,10 @@ def fit(
     for what, path, traj in (("--data", data, traj_all), ("--test-data", test_data, test_file)):
         if traj is not None:
             _check_model_data(traj, sys_, f"{what} {str(path)!r}")
+    if traj_all is not None and not np.diff(traj_all.x, axis=1).any():
+        raise DataError(f"--data {str(data)!r}: no trajectory changes over time (each state is "
+                        f"constant along every trajectory), so there are no dynamics to learn; "
+                        f"check that x is ordered (trajectories, time, state)")
     run_dir = Path(out or default_out(system, data, model))
     check_run_dir(run_dir, force=force)  # nothing is changed before the new run has succeeded
     dev = resolve_device(device)

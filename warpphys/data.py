@@ -245,8 +245,9 @@ class Trajectories:
                 f"{str(path)!r} is not a readable .npz trajectory file ({e}); {hint}"
             ) from None
         if "x" not in raw:
+            keys = sorted(k for k in raw if k != _UNREAD) + sorted(raw[_UNREAD])
             raise DataError(
-                f"{str(path)!r} has no array 'x' (keys: {sorted(raw)}); a trajectory file needs "
+                f"{str(path)!r} has no array 'x' (keys: {keys}); a trajectory file needs "
                 f"'x' of shape (N, T, d) and 't' of shape (T,)"
             )
         if "t" not in raw:

@@ -309,7 +309,8 @@ class ODERoot(PhysicsRoot):
         super().fit_scales(train, window)
         if self.substeps_auto:
             # enough RK substeps that one substep moves a state by at most ~1/4 of its spread
-            rel = np.abs(np.diff(train.x, axis=1)) / train.x.reshape(-1, train.dim).std(0)
+            spread = np.maximum(train.x.reshape(-1, train.dim).std(0), 1e-8)  # (a constant
+            rel = np.abs(np.diff(train.x, axis=1)) / spread  # state moves nothing)
             self.substeps = int(np.clip(np.ceil(4 * np.quantile(rel, 0.99)), 1, 8))
 
     def vector_field(self, x, params, theta):
