@@ -195,6 +195,8 @@ REFUSED = {
                               ["1e+40", "float32", "rescale"]),
     "evaluate on states beyond float32": (["evaluate", "run", "--data", "huge_values.npz"],
                                           ["float32"]),
+    "--n-train with --data": ([*FIT, "--data", "data.npz", "--n-train", "5", "--out", "new"],
+                              ["--n-train", "--data gives them"]),
     "a file whose trajectories never move": (
         [*FIT, "--model", "warp-phys", "--data", "at_rest.npz", "--out", "new"],
         ["at_rest.npz", "no trajectory changes over time"]),

@@ -184,6 +184,9 @@ def fit(
         raise RunError(f"unknown system {system!r}; choose one of: {', '.join(systems.names())}")
     if param_names and data is None:
         raise RunError("--param-name renames the parameters of a --data file; pass --data FILE")
+    if n_train is not None and data is not None:
+        raise RunError("--n-train sets how many training trajectories are simulated, but "
+                       "--data gives them; leave --n-train out (or drop --data)")
     traj_all = (Trajectories.load(data, system=system, param_names=param_names)
                 if data is not None else None)
     if system is None and traj_all is not None and traj_all.system is not None:
