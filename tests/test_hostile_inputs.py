@@ -311,6 +311,36 @@ def test_the_library_refuses_counts_that_are_not_whole_numbers(ws):
             call()
 
 
+@pytest.mark.parametrize("model, kw, words", [
+    ("warp", {"p_forcing_end": 2.0}, "p_forcing_end must be a number from 0 to 1"),
+    ("warp-phys", {"substeps": 0}, "substeps must be a whole number of at least 1 or 'auto'"),
+    ("warp-phys", {"substeps": "x"}, "substeps must be"),
+    ("warp-phys", {"param_weight": -1.0}, "param_weight must be a number from 0"),
+    ("warp-phys", {"parallel_warmup": 3.0}, "parallel_warmup must be a number from 0 to 1"),
+    ("warp-phys", {"train_steps": -3}, "train_steps must be a whole number"),
+    ("warp-phys", {"patience": -1}, "patience must be a whole number of at least 0"),
+    ("warp-phys", {"freeze_params": "no"}, "freeze_params must be True or False"),
+    ("gru", {"layers": 0}, "layers must be a whole number of at least 1"),
+    ("node", {"augment": -1}, "augment must be a whole number of at least 0"),
+    ("classical", {"bound": -1.0}, "bound must be a number from"),
+])
+def test_the_library_refuses_options_out_of_their_range(ws, model, kw, words):
+    """Options the command line does not offer reach the models from Python: out of range
+    they were used as given (p_forcing_end 2, a string "no" read as True) or crashed
+    (substeps 0: ZeroDivisionError)."""
+    with pytest.raises(api.RunError, match=words):
+        api.fit(data="data.npz", model=model, out="new", **kw)
+    assert not (ws / "new").exists()
+
+
+def test_a_learning_rate_of_zero_for_a_is_accepted(ws):
+    """lr_transition 0 (warp-phys's default: A stays as initialised) was refused when given."""
+    api.fit(data="data.npz", model="warp", out="new", lr_transition=0.0, epochs=1, context=5,
+            width=4, batch_size=8, figures=False, progress=False)
+    with pytest.raises(api.RunError, match="--lr-transition must be a positive"):
+        api.fit(data="data.npz", model="warp", out="new2", lr_transition=-1e-3)
+
+
 def test_numpy_integers_are_welcome_where_counts_are_asked(ws):
     fitted = api.fit(data="data.npz", model="warp", out="np_ints", seed=np.int64(2),
                      epochs=np.int32(1), context=np.int64(5), figures=False, progress=False)

@@ -299,16 +299,28 @@ def _interrupted(build: Path, run_dir: Path) -> FitInterrupted:
 #: options that count something, and their least value
 INTEGER_OPTIONS = {"epochs": 1, "batch_size": 1, "val_every": 1, "width": 1, "depth": 1,
                    "hyper_width": 1, "state_size": 2, "head_width": 1, "head_depth": 1,
-                   "fresh_n": 0, "loss_steps": 0, "context": 1, "n_train": 1}
+                   "fresh_n": 0, "loss_steps": 0, "context": 1, "n_train": 1, "substeps": 1,
+                   "train_steps": 1, "patience": 0, "hidden": 1, "layers": 1, "heads": 1,
+                   "d_model": 1, "ff": 1, "node_width": 1, "node_depth": 1, "augment": 0,
+                   "encoder_width": 1, "max_nfev": 1}
+#: counting options that also take "auto" (chosen from the data)
+AUTO_OPTIONS = ("loss_steps", "substeps", "train_steps", "hidden")
 
 
-#: options that are fractions or factors: their least and largest values, and what they mean
+#: options that are fractions, factors or weights: their least and largest values, and what
+#: they mean
 BOUNDED_OPTIONS = {
     "context_share": (0.0, 1.0, "the share of batches scored at the end of the context"),
     "fresh_widen": (0.0, 4.0, "how far fresh parameter ranges reach past the data's, in "
                               "spans"),
     "fresh_noise": (0.0, 1.0, "a share of each state's standard deviation, e.g. 0.01"),
+    "p_forcing_end": (0.0, 1.0, "the probability of feeding the true state at the end"),
+    "parallel_warmup": (0.0, 1.0, "the share of the epochs trained teacher-forced first"),
+    "param_weight": (0.0, 1e6, "the weight of the parameter loss"),
+    "bound": (1e-6, 1e6, "how many training standard deviations a state may leave"),
 }
+#: options that are switches: True or False, nothing else (a string "no" would read as True)
+BOOLEAN_OPTIONS = ("freeze_params", "fresh_data", "adjoint")
 
 
 def _whole_numbers(options: dict) -> dict:
@@ -327,20 +339,26 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
                        f"{max_seconds / 60 if math.isfinite(max_seconds) else max_seconds}")
     for key, low in INTEGER_OPTIONS.items():
         value = options.get(key)
-        if value is None or (key == "loss_steps" and value == "auto"):
+        if value is None or (key in AUTO_OPTIONS and value == "auto"):
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise RunError(f"{key} must be a whole number of at least {low}, got {value!r}")
+            auto = " or 'auto'" if key in AUTO_OPTIONS else ""
+            raise RunError(f"{key} must be a whole number of at least {low}{auto}, got "
+                           f"{value!r}")
     for key, (low, high, what) in BOUNDED_OPTIONS.items():
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real)
                                       and not isinstance(value, bool) and low <= value <= high):
             raise RunError(f"{key} must be a number from {low:g} to {high:g} ({what}), "
                            f"got {value!r}")
-    for key in ("lr", "lr_transition"):
+    for key in BOOLEAN_OPTIONS:
+        value = options.get(key)
+        if value is not None and not isinstance(value, bool | np.bool_):
+            raise RunError(f"{key} must be True or False, got {value!r}")
+    for key in ("lr", "lr_transition"):  # (lr_transition 0: A stays as initialised)
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)
-                                      and value > 0):
+                                      and (value > 0 or key == "lr_transition" and value == 0)):
             raise RunError(f"--{key.replace('_', '-')} must be a positive finite learning "
                            f"rate, e.g. 1e-3; got {value}")
 
