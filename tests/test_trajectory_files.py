@@ -173,9 +173,39 @@ def test_truncated_archive_is_refused(tmp_path):
 def test_single_npy_array_is_refused(tmp_path):
     path = tmp_path / "array.npz"
     with open(path, "wb") as fh:
-        np.save(fh, np.ones((2, 3, 2)))
-    with pytest.raises(DataError, match="single array, not an .npz archive"):
+        np.save(fh, np.ones((2, 3)))
+    with pytest.raises(DataError, match=r"single array of shape \(2, 3\), not an .npz archive"):
         Trajectories.load(path)
+
+
+def _run_suggested_command(message: str, cwd: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    line = message[message.index("python -c"):].split('"')
+    code = line[1]
+    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True)
+    assert shlex.split(f'python -c "{code}"')[2] == code  # (a line a shell runs as it is)
+
+
+def test_a_bare_array_of_states_is_refused_with_the_line_that_converts_it(tmp_path):
+    """The WARP authors' MSD files are bare .npy arrays (N, 256, 2), sampled evenly on [0, 1];
+    the refusal says so and gives a line that writes a trajectory file; it works as given."""
+    x = np.random.default_rng(0).normal(size=(4, 6, 2))
+    np.save(tmp_path / "train.npy", x)
+    with pytest.raises(DataError, match=r"shape \(4, 6, 2\) and no sample times") as err:
+        Trajectories.load(tmp_path / "train.npy")
+    _run_suggested_command(str(err.value), tmp_path)
+    traj = Trajectories.load(tmp_path / "train_traj.npz")
+    np.testing.assert_array_equal(traj.x, x)
+    np.testing.assert_allclose(traj.t, np.linspace(0, 1, 6))
+    # an archive of other names (the authors' Lotka-Volterra files: 'full', 'clipped')
+    np.savez(tmp_path / "lv.npz", states=x)
+    with pytest.raises(DataError, match="no array 'x'.*if 'states' holds the states") as err:
+        Trajectories.load(tmp_path / "lv.npz")
+    _run_suggested_command(str(err.value), tmp_path)
+    np.testing.assert_array_equal(Trajectories.load(tmp_path / "lv_traj.npz").x, x)
 
 
 class _Payload:

@@ -222,12 +222,9 @@ class Trajectories:
             raise DataError(f"data file {str(path)!r} does not exist")
         hint = "write one with numpy.savez(path, t=..., x=...) or `warpphys simulate`"
         try:
-            loaded = np.load(path, allow_pickle=False)
+            loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # (.npy: not read)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise DataError(
-                    f"{str(path)!r} holds a single array, not an .npz archive of named arrays; "
-                    f"{hint}"
-                )
+                raise DataError(_bare_array_message(path, loaded.shape, hint))
             with loaded as f:
                 raw = _read_keys(f, path)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
@@ -246,9 +243,11 @@ class Trajectories:
             ) from None
         if "x" not in raw:
             keys = sorted(k for k in raw if k != _UNREAD) + sorted(raw[_UNREAD])
+            convert = (f"; if {keys[0]!r} holds the states, with times evenly spaced on "
+                       f"[0, 1]: {_convert_command(path, keys[0])}" if keys else "")
             raise DataError(
                 f"{str(path)!r} has no array 'x' (keys: {keys}); a trajectory file needs "
-                f"'x' of shape (N, T, d) and 't' of shape (T,)"
+                f"'x' of shape (N, T, d) and 't' of shape (T,){convert}"
             )
         if "t" not in raw:
             raise DataError(f"{str(path)!r} has no array 't': add the (T,) sample times")
@@ -275,6 +274,28 @@ class Trajectories:
             except DataError as e:
                 raise DataError(f"{path.name}: {e}") from None
         return traj
+
+
+def _convert_command(path: Path, key: str | None) -> str:
+    """A shell line that writes ``path``'s states (the array ``key`` of an .npz, or the
+    whole .npy) with times evenly spaced on [0, 1] as a trajectory file beside it."""
+    out = path.with_name(f"{path.stem}_traj.npz")
+    read = f"np.load({str(path)!r})" + (f"[{key!r}]" if key is not None else "")
+    return (f'python -c "import numpy as np; x = {read}; np.savez({str(out)!r}, x=x, '
+            f't=np.linspace(0, 1, x.shape[1]))"')
+
+
+def _bare_array_message(path: Path, shape: tuple, hint: str) -> str:
+    """Why a bare .npy array is refused, with the line that converts one of states (N, T, d),
+    such as the WARP authors' data files (sampled evenly on t in [0, 1]), when the times are
+    known."""
+    if len(shape) != 3:
+        return (f"{str(path)!r} holds a single array of shape {shape}, not an .npz archive "
+                f"of named arrays; {hint}")
+    return (f"{str(path)!r} holds a single array of shape {shape} and no sample times; a "
+            f"trajectory file holds both. If its times are evenly spaced on [0, 1] (as in the "
+            f"WARP authors' data files), convert it with: {_convert_command(path, None)} "
+            f"(else pass your own times as t)")
 
 
 #: the keys of a trajectory file; others are never read
