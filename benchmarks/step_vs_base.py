@@ -5,6 +5,10 @@ work done, much less sensitive than wall time to other processes on a shared mac
 
     python benchmarks/step_vs_base.py --base ../wt-perf-base [--D 692 --batch 64 --T 256]
 
+Also printed: the time of the step's unavoidable GEMMs alone (forward, input gradient and the
+gradient of A of the recurrence), and the speed-up over the older step that an implementation
+doing nothing else would reach (``speedup_bound``).
+
 Default size: the issue's (root 23 wide x 2 deep on (tau, x_prev), d = 2: D = 692; batch 64,
 T 256, p_forcing 0.25, context 16).
 """
@@ -52,6 +56,38 @@ print(json.dumps({"D": model.num_weights, "best": min(times), "best_cpu": min(cp
 """
 
 
+#: the GEMMs that any implementation of the step must do, alone: per step the recurrence's
+#: forward (B x (D+d)) @ ((D+d) x D) and its input gradient (B x D) @ (D x (D+d)); once, the
+#: gradient of [A, B] over all steps, (D x BT) @ (BT x (D+d)). Best of three, at the natural
+#: inner width and at it padded to a multiple of 64 (MKL is faster there), the faster counts.
+GEMMS = r"""
+import json, sys, time, torch
+D, d, batch, T, threads = (int(a) for a in sys.argv[1:6])
+torch.set_num_threads(threads)
+best = float("inf")
+for width in (D + d, -(-(D + d) // 64) * 64):
+    z, W = torch.randn(batch, width), torch.randn(width, D)
+    g, Wt = torch.randn(batch, D), torch.randn(D, width)
+    G, Z = torch.randn(batch * (T - 1), D), torch.randn(batch * (T - 1), width)
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(T - 1):
+            z @ W
+            g @ Wt
+        G.t() @ Z
+        best = min(best, time.perf_counter() - t0)
+print(json.dumps({"gemm_s": best}))
+"""
+
+
+def gemm_floor(D: int, args) -> float:
+    """Seconds of the step's unavoidable GEMMs alone (see :data:`GEMMS`)."""
+    cmd = [sys.executable, "-c", GEMMS, str(D), "2", str(args.batch), str(args.T),
+           str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["gemm_s"]
+
+
 def measure(root: Path, args) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root))
     cmd = [sys.executable, "-c", CHILD, str(args.width), str(args.depth), str(args.batch),
@@ -65,14 +101,19 @@ def compare(base: str, *, width=23, depth=2, batch=64, T=256, p_forcing=0.25, ro
     """Best-of times of the step at ``base`` (a checkout folder) and here, alternated."""
     args = argparse.Namespace(width=width, depth=depth, batch=batch, T=T, p_forcing=p_forcing,
                               steps=steps, threads=threads)
-    old, new = [], []
+    old, new, floors = [], [], []
     for _ in range(rounds):
         old.append(measure(Path(base), args))
         new.append(measure(HERE, args))
+        floors.append(gemm_floor(new[-1]["D"], args))
     o, n = min(r["best"] for r in old), min(r["best"] for r in new)
     oc, nc = min(r["best_cpu"] for r in old), min(r["best_cpu"] for r in new)
+    floor = min(floors)
     return {"D": new[0]["D"], "batch": batch, "T": T, "threads": threads, "old_s": o, "new_s": n,
             "speedup": o / n, "old_cpu_s": oc, "new_cpu_s": nc, "speedup_cpu": oc / nc,
+            # the step's GEMMs alone: the most that any implementation doing the same float32
+            # arithmetic could gain over the old step, and the share of it the new step reaches
+            "gemm_only_s": floor, "speedup_bound": o / floor, "gemm_share": floor / n,
             "loss_old": old[0]["losses"], "loss_new": new[0]["losses"]}
 
 

@@ -170,3 +170,16 @@ def test_physics_vs_blackbox_benchmark_reports_side_by_side_ratios(tmp_path, cap
     assert mod.main(argv) == 0  # reuses the finished runs; prints the table
     text = capsys.readouterr().out
     assert "min_ratio_amortised" in text and "min_ratio_refined" in text
+
+
+def test_step_vs_base_reports_the_gemm_bound_beside_the_step():
+    """The side-by-side step benchmark, run against this same checkout at a tiny size: both
+    sides give the same losses, and the step's GEMMs alone take less than the whole step."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_vs_base.py"
+    spec = importlib.util.spec_from_file_location("step_vs_base", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.compare(str(path.parents[1]), width=4, depth=1, batch=4, T=24, rounds=1, steps=1)
+    assert r["loss_old"] == r["loss_new"]
+    assert 0 < r["gemm_only_s"] < r["new_s"]
+    assert r["speedup_bound"] == pytest.approx(r["old_s"] / r["gemm_only_s"])
