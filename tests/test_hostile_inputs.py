@@ -341,6 +341,34 @@ def test_a_learning_rate_of_zero_for_a_is_accepted(ws):
         api.fit(data="data.npz", model="warp", out="new2", lr_transition=-1e-3)
 
 
+@pytest.mark.parametrize("edit, words", [
+    ({"context": "abc"}, "context 'abc' is not a whole number"),
+    ({"minmax": "x"}, "minmax is not two finite numbers"),
+    ({"minmax": [None, 1.0]}, "minmax is not two finite numbers"),
+    ({"state_std": [1.0]}, "state_std is not 2 finite numbers"),
+    ({"state_std": [0.0, 1.0]}, "state_std is not positive"),
+    ({"identifiable_ranges": {"k/m": "x"}}, "identifiable_ranges is not a mapping"),
+    ({"system": 5}, "system 5 is not text"),
+    ({"options": []}, "options is not a mapping"),
+])
+def test_a_checkpoint_with_an_edited_run_configuration_is_refused(ws, capsys, edit, words):
+    """model.pt carries the run's configuration; edited or damaged, it gave tracebacks
+    (ValueError, TypeError, a reshape error) in evaluate and predict."""
+    state = checkpoint.load(ws / "run" / "model.pt")
+    info = json.loads(state["info"])
+    assert len(info["state_std"]) == 2
+    shutil.copytree(ws / "run", ws / "edited_info")
+    checkpoint.save({**state, "info": json.dumps({**info, **edit})},
+                    ws / "edited_info" / "model.pt")
+    for argv in (["evaluate", "edited_info", "--data", "data.npz"], [*PREDICT[:1], "edited_info",
+                                                                      *PREDICT[2:], "--out",
+                                                                      "new.npz"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and "re-run `warpphys fit`" in err
+    assert not (ws / "new.npz").exists()
+
+
 def test_numpy_integers_are_welcome_where_counts_are_asked(ws):
     fitted = api.fit(data="data.npz", model="warp", out="np_ints", seed=np.int64(2),
                      epochs=np.int32(1), context=np.int64(5), figures=False, progress=False)

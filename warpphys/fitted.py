@@ -4,6 +4,7 @@ or saved to a run directory (:mod:`warpphys.rundir`)."""
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import time
@@ -372,7 +373,8 @@ class FittedModel:
             model_cls = MODEL_CLASSES[ckpt["class"]]
             model = model_cls.from_config(ckpt["model_config"])
             model.load_state_dict(ckpt["state_dict"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        except (KeyError, RuntimeError, TypeError, ValueError, ArithmeticError, AttributeError,
+                IndexError) as e:
             raise checkpoint.CheckpointError(
                 f"{run_dir / MODEL_FILE} does not match this version of warpphys ({e})"
             ) from None
@@ -385,6 +387,12 @@ class FittedModel:
                 f"{str(run_dir / MODEL_FILE)!r} has no run configuration of warpphys ('info' "
                 f"is missing or not what `warpphys fit` writes); re-run `warpphys fit`"
             ) from None
+        problem = _info_problem(info, model.dim if hasattr(model, "dim") else None)
+        if problem:
+            raise checkpoint.CheckpointError(
+                f"{str(run_dir / MODEL_FILE)!r}: its run configuration is not what `warpphys "
+                f"fit` writes ({problem}); the file was edited or damaged: re-run `warpphys fit`"
+            )
         m = {}
         if (run_dir / METRICS_FILE).exists():  # the saved test metrics; nothing depends on them
             try:
@@ -394,6 +402,54 @@ class FittedModel:
                               stacklevel=2)
         device = resolve_device(device)
         return cls(model.to(device).eval(), info, m, run_dir, device)
+
+
+def _finite_numbers(value, n: int | None = None) -> bool:
+    return (isinstance(value, list) and (n is None or len(value) == n)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in value))
+
+
+def _info_problem(info: dict, dim: int | None) -> str | None:
+    """What is wrong with a checkpoint's run configuration, or None: the keys that loading,
+    evaluating and predicting read, each of the type ``fit`` writes (keys that runs saved by
+    older versions lack may be absent)."""
+    def whole(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    if not whole(info.get("context"), 1):
+        return f"context {info.get('context')!r} is not a whole number >= 1"
+    for key in ("model", "system", "data", "test_data", "protocol", "estimate"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f"{key} {info[key]!r} is not text"
+    if not isinstance(info.get("model"), str):
+        return "it names no model"
+    if "seed" in info and not whole(info["seed"], 0):
+        return f"seed {info['seed']!r} is not a whole number >= 0"
+    for key in ("options", "param_name_map"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            return f"{key} is not a mapping"
+    if info.get("minmax") is not None and not _finite_numbers(info["minmax"], 2):
+        return "minmax is not two finite numbers"
+    for key in ("state_mean", "state_std"):
+        if info.get(key) is not None and not _finite_numbers(info[key], dim):
+            return f"{key} is not {dim} finite numbers"
+    if info.get("state_std") is not None and min(info["state_std"]) <= 0:
+        return "state_std is not positive"
+    for key in ("window", "dt"):
+        v = info.get(key)
+        if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            return f"{key} {v!r} is not a positive number"
+    for key in ("state_names", "param_names"):
+        v = info.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+            return f"{key} is not a list of names"
+    for key in ("param_ranges", "identifiable_ranges", "fresh_ranges"):
+        v = info.get(key)
+        if v is not None and not (isinstance(v, dict) and all(
+                isinstance(k, str) and _finite_numbers(r, 2) for k, r in v.items())):
+            return f"{key} is not a mapping of names to [low, high]"
+    return None
 
 
 def save_model(fitted: FittedModel, run_dir: Path) -> None:
