@@ -12,8 +12,10 @@ new system is one new module plus one line in ``_REGISTRY``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import numbers
+import re
 from typing import NamedTuple
 
 import torch
@@ -44,14 +46,32 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: names users type for a system, normalised (lower case, '_' for '-' and spaces)
+_ALIASES = {"lv": "lotka_volterra", "msd": "spring_mass", "mass_spring_damper": "spring_mass",
+            "spring_mass_damper": "spring_mass", "predator_prey": "lotka_volterra"}
+
+
+def unknown_system_message(name) -> str:
+    """Why ``name`` is refused: the known systems, and the one probably meant, if any."""
+    text = f"unknown system {name!r}; choose one of: {', '.join(names())}"
+    if not isinstance(name, str):
+        return text
+    key = re.sub(r"[-\s]+", "_", name.strip().lower())
+    guess = key if key in _REGISTRY else _ALIASES.get(key)
+    if guess is None:
+        close = difflib.get_close_matches(key, names(), n=1, cutoff=0.75)
+        guess = close[0] if close else None
+    if guess in _REGISTRY and guess != name:
+        text += f" (did you mean {guess!r}?)"
+    return text
+
+
 def get_system(name: str) -> System:
     """The registered system called ``name`` (a clear error lists the known ones)."""
     try:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown system {name!r}; choose one of: {', '.join(names())}"
-        ) from None
+    except (KeyError, TypeError):
+        raise UnknownNameError(unknown_system_message(name)) from None
 
 
 def get_protocol(system: str | None = None, preset: str | None = None) -> Protocol:

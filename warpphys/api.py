@@ -181,7 +181,7 @@ def fit(
                            f"{type(path).__name__}; save arrays first, e.g. "
                            f"Trajectories(t=t, x=x).save('data.npz')")
     if system is not None and system not in systems.names():
-        raise RunError(f"unknown system {system!r}; choose one of: {', '.join(systems.names())}")
+        raise RunError(systems.unknown_system_message(system))
     if param_names and data is None:
         raise RunError("--param-name renames the parameters of a --data file; pass --data FILE")
     if n_train is not None and data is not None:

@@ -286,9 +286,7 @@ def cmd_simulate(args) -> int:
     if args.system is None and args.preset is None:
         raise UsageError("name a system with --system (or a paper protocol with --preset)")
     if args.system is not None and args.system not in systems.names():
-        raise UsageError(
-            f"unknown system {args.system!r}; choose one of: {', '.join(systems.names())}"
-        )
+        raise UsageError(systems.unknown_system_message(args.system))
     if args.preset is not None and args.preset not in systems.PRESETS:
         raise UsageError(
             f"unknown preset {args.preset!r}; choose one of: {', '.join(systems.PRESETS)}"
