@@ -120,7 +120,9 @@ class System:
     damping: str | None = None  # the parameter that, set to zero, makes the system conservative
     base: str | None = None  # a system whose equations model this one in part (its files pass)
     # lowest physical value of each state (populations: 0), or None where any value is possible;
-    # models that step the known physics keep their states above it
+    # models that step the known physics keep their states above it, and feed an observed value
+    # at or below it (noise on a small population) as slightly above it: the bound itself is a
+    # fixed point of the dynamics that a positive state never reaches
     state_low: tuple[float, ...] | None = None
     doc: str = ""
     #: linear systems (dx/dt = M(params) x) implement :meth:`generator_matrix`, so that models
