@@ -63,10 +63,12 @@ def simulate(
     """Integrate a whole batch in one torchdiffeq call.
 
     Args:
-        system: the physical system.
+        system: the physical system, or its registered name.
         t: (T,) strictly increasing sample times (strictly decreasing integrates backward in
             time from ``t[0]``).
-        x0: (B, d) initial states; its device and dtype are used throughout.
+        x0: (B, d) initial states; its device and dtype are used throughout (an array that is
+            not a floating-point tensor, e.g. numpy or a list: float64 on the CPU). ``t`` and
+            ``params`` may be arrays of numbers too.
         params: (B, p) physical parameters, one row per trajectory.
         method: "auto" (default: "exact" for systems with a closed form, else "dopri5");
             "exact": the system's closed form (``system.exact_solution``; round-off accuracy,
@@ -83,8 +85,19 @@ def simulate(
     Returns:
         x: (B, T, d) states at the sample times, ``x[:, 0] == x0``.
     """
+    if isinstance(system, str):
+        from . import get_system  # (the registry imports this module)
+
+        system = get_system(system)
     if not (isinstance(x0, torch.Tensor) and x0.is_floating_point()):
-        raise ValueError("x0 must be a floating-point torch tensor (float32 or float64)")
+        # numpy arrays, lists, integer tensors: float64 on the CPU (a float32 or GPU
+        # computation needs x0 as a tensor of that dtype and device)
+        try:
+            x0 = torch.as_tensor(np.asarray(x0.cpu() if isinstance(x0, torch.Tensor) else x0,
+                                            dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"x0 must be an array of numbers, shape (B, {system.dim}); got "
+                             f"{type(x0).__name__}") from None
     t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
     params = torch.as_tensor(params, dtype=x0.dtype, device=x0.device)
     if t.ndim != 1 or len(t) < 2:

@@ -190,6 +190,24 @@ def test_check_params_refuses_wrong_shape_and_nan():
         system.check_params(np.array([[1.0, float("nan")]]))
 
 
+def test_simulate_takes_a_name_and_arrays_that_are_not_tensors():
+    """Notebook users pass numpy arrays, lists and system names: the same float64 result as
+    from tensors (it was "x0 must be a floating-point torch tensor", or an AttributeError for
+    a name)."""
+    system, x0, params = draw("pendulum", 3)
+    t = torch.linspace(0, 1, 6, dtype=F64)
+    ref = systems.simulate(system, t, x0, params)
+    for args in ((t.numpy(), x0.numpy(), params.numpy()), (t.tolist(), x0.tolist(),
+                                                             params.tolist())):
+        out = systems.simulate("pendulum", *args)
+        assert out.dtype == F64
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    whole = systems.simulate(system, t, torch.tensor([[1, 0]] * 3), params)  # integers
+    torch.testing.assert_close(whole, systems.simulate(system, t, torch.tensor([[1.0, 0.0]] * 3,
+                                                                               dtype=F64),
+                                                       params))
+
+
 def test_simulate_refuses_bad_shapes_and_times():
     system, x0, params = draw("pendulum", 2)
     t = torch.linspace(0, 1, 5, dtype=F64)
@@ -201,8 +219,8 @@ def test_simulate_refuses_bad_shapes_and_times():
         systems.simulate(system, torch.tensor([0.0, 0.2, 0.1], dtype=F64), x0, params)
     with pytest.raises(ValueError, match=r"shape \(T,\)"):
         systems.simulate(system, t[None], x0, params)
-    with pytest.raises(ValueError, match="floating-point"):
-        systems.simulate(system, t, x0.long(), params)
+    with pytest.raises(ValueError, match=r"x0 must be an array of numbers, shape \(B, 2\)"):
+        systems.simulate(system, t, [["a", "b"]] * 2, params)
     for bad in (float("nan"), float("inf")):  # (torchdiffeq would fail on an assertion)
         with pytest.raises(ValueError, match="x0 contains NaN or infinite"):
             systems.simulate(system, t, x0 * bad, params)
