@@ -300,7 +300,7 @@ def test_the_library_refuses_counts_that_are_not_whole_numbers(ws):
                       ({"epochs": "3"}, "epochs must be a whole number"),
                       ({"context": True}, "context must be a whole number"),
                       ({"n_train": 0}, "n_train must be a whole number"),
-                      ({"data": np.zeros((2, 8, 2))}, "data must be the path of an .npz")):
+                      ({"data": np.zeros((2, 8, 2))}, "data must be the path of an .npz file")):
         with pytest.raises(api.RunError, match=words):
             api.fit(**{"data": "data.npz", "model": "warp", "out": "new", **kw})
     assert not (ws / "new").exists()
@@ -373,6 +373,31 @@ def test_a_checkpoint_with_an_edited_run_configuration_is_refused(ws, capsys, ed
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err and "re-run `warpphys fit`" in err
     assert not (ws / "new.npz").exists()
+
+
+def test_the_library_predict_never_overwrites_its_input_and_asks_before_replacing(ws):
+    """api.predict wrote over any existing file, its own input included (the command line
+    refused both); now the input never, another file only with force=True."""
+    before = checksums(ws)
+    for kw, words in (({"out": "data.npz"}, "is the input file"),
+                      ({"out": "data.npz", "force": True}, "is the input file"),
+                      ({"out": "pred.npz"}, "exists already"),
+                      ({"out": np.zeros(2)}, "out must be the path of an .npz file")):
+        with pytest.raises(api.RunError, match=words):
+            api.predict("run", "data.npz", 5, 3, **kw)
+    with pytest.raises(api.RunError, match="data must be the path of an .npz file"):
+        api.evaluate("run", np.zeros((2, 8, 2)))
+    assert checksums(ws) == before
+    api.predict("run", "data.npz", 5, 3, "pred.npz", force=True)
+    assert Trajectories.load("pred.npz").n_times == 8
+
+
+def test_refinement_iterations_are_a_whole_number(ws):
+    fitted = api.load("run")
+    traj = Trajectories.load("data.npz")
+    for bad, words in ((-1, "iterations must be at least 0"), (1.5, "whole number")):
+        with pytest.raises(api.DataError, match=words):
+            fitted.refine(traj, 5, iterations=bad)
 
 
 def test_numpy_integers_are_welcome_where_counts_are_asked(ws):

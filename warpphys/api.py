@@ -176,10 +176,7 @@ def fit(
     if system is None and data is None:
         raise RunError("name a system with --system or a data file with --data")
     for key, path in (("data", data), ("test_data", test_data)):
-        if path is not None and not isinstance(path, str | os.PathLike):
-            raise RunError(f"{key} must be the path of an .npz trajectory file, got "
-                           f"{type(path).__name__}; save arrays first, e.g. "
-                           f"Trajectories(t=t, x=x).save('data.npz')")
+        _check_path(key, path)
     if system is not None and system not in systems.names():
         raise RunError(systems.unknown_system_message(system))
     if param_names and data is None:
@@ -780,6 +777,15 @@ def _check_architecture(info: dict, train: Trajectories, state: dict, path: Path
 
 
 # -- convenience ---------------------------------------------------------------------------------
+def _check_path(key: str, path) -> None:
+    """Refuse a ``data``-like argument that is not a path (None passes: not given)."""
+    if path is not None and not isinstance(path, str | os.PathLike):
+        hint = ("the file to write" if key == "out" else "a trajectory file; save arrays first, "
+                "e.g. Trajectories(t=t, x=x).save('data.npz')")
+        raise RunError(f"{key} must be the path of an .npz file, got {type(path).__name__}: "
+                       f"{hint}")
+
+
 def load(run_dir, device: str = "cpu") -> FittedModel:
     """Load a run directory (see :meth:`FittedModel.load`)."""
     return FittedModel.load(run_dir, device)
@@ -791,6 +797,7 @@ def evaluate(run_dir, data, context: int | None = None,
     renames the file's parameter columns; without it the run's recorded ``param_name_map``
     renames those the file has. ``estimate`` ("refined" or "amortised", default the run's: the
     most accurate) decides the headline keys (see :meth:`FittedModel.evaluate`)."""
+    _check_path("data", data)
     fitted = load(run_dir)
     system = fitted.info.get("system")
     if param_names:
@@ -803,10 +810,20 @@ def evaluate(run_dir, data, context: int | None = None,
 
 
 def predict(run_dir, data, context: int, horizon: int, out, *,
-            estimate: str | None = None) -> Trajectories:
+            estimate: str | None = None, force: bool = False) -> Trajectories:
     """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys;
     ``estimate`` as in :func:`evaluate` (models with physical parameters: the refined rollout by
-    default)."""
+    default). An existing ``out`` is replaced only with ``force``; the input file never."""
+    _check_path("data", data)
+    _check_path("out", out)
+    target = Path(out)
+    if target.exists():
+        if Path(data).exists() and target.samefile(data):
+            raise RunError(f"out {str(out)!r} is the input file {str(data)!r}; name another "
+                           f"file, the input is never overwritten")
+        if not force:
+            raise RunError(f"out {str(out)!r} exists already; name another file, or replace it "
+                           f"with force=True (--force)")
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")

@@ -354,7 +354,7 @@ def cmd_predict(args) -> int:
     fitted = api.load(args.run_dir)
     estimate = fitted.resolve_estimate(args.estimate)  # checked before any work, and said
     res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out,
-                      estimate=args.estimate)
+                      estimate=args.estimate, force=args.force)
     said = {"estimate": estimate} if fitted.model.has_params else {}  # black box: keys as before
     print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
     return 0

@@ -242,8 +242,13 @@ class FittedModel:
                batch_size: int = 4096):
         """Amortised estimates refined on the context (:func:`warpphys.refine.refine_context`):
         ``(params (N, p), last_state (N, d), theta (N, D))`` in float64, the last state being
-        the refined (denoised) one from which :meth:`predict_refined` rolls out."""
-        return self._refine(traj, self._context(traj, context), iterations, batch_size)[1:]
+        the refined (denoised) one from which :meth:`predict_refined` rolls out.
+        ``iterations`` 0: the amortised estimates as they are."""
+        for name, value, low in (("iterations", iterations, 0), ("batch_size", batch_size, 1)):
+            if _count(value, name) < low:
+                raise DataError(f"{name} must be at least {low}, got {value!r}")
+        return self._refine(traj, self._context(traj, context), int(iterations),
+                            int(batch_size))[1:]
 
     def _refine(self, traj: Trajectories, K: int, iterations: int = 10,
                 batch_size: int = 4096):
