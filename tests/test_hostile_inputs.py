@@ -392,12 +392,27 @@ def test_the_library_predict_never_overwrites_its_input_and_asks_before_replacin
     assert Trajectories.load("pred.npz").n_times == 8
 
 
-def test_refinement_iterations_are_a_whole_number(ws):
-    fitted = api.load("run")
+def test_parameter_jobs_of_a_black_box_say_what_they_need(ws):
+    """refine, recover_params and predict_refined of a black-box run raised a TypeError from
+    inside its root; now one error names the model and what to fit."""
+    fitted = api.load("run")  # (a black-box warp run)
     traj = Trajectories.load("data.npz")
+    for call in (lambda: fitted.refine(traj, 5), lambda: fitted.recover_params(traj, 5),
+                 lambda: fitted.predict_refined(traj, 5)):
+        with pytest.raises(api.RunError, match="model 'warp' has none; fit a physics model"):
+            call()
+
+
+def test_refinement_iterations_are_a_whole_number(tmp_path):
+    fitted = api.fit(system="pendulum", epochs=1, n_train=16, fresh_n=32, out=tmp_path / "run",
+                     figures=False, progress=False)
+    from warpphys.data import simulate
+
+    traj = simulate("pendulum", 4, "test", 3)
     for bad, words in ((-1, "iterations must be at least 0"), (1.5, "whole number")):
         with pytest.raises(api.DataError, match=words):
             fitted.refine(traj, 5, iterations=bad)
+    assert fitted.refine(traj, 5, iterations=0)[0].shape == (4, 2)  # the amortised estimates
 
 
 def test_numpy_integers_are_welcome_where_counts_are_asked(ws):

@@ -146,6 +146,13 @@ class FittedModel:
                 f"T = {traj.n_times}"
             )
 
+    def _need_params(self, what: str) -> None:
+        """Refuse ``what`` (a job on physical parameters) for a model that has none."""
+        if not self.model.has_params:
+            raise RunError(f"{what} needs physical parameters, and model "
+                           f"{self.info.get('model')!r} has none; fit a physics model "
+                           f"(--model warp-phys) for it")
+
     def _context(self, traj: Trajectories, context: int | None) -> int:
         """The context (the run's by default), checked against ``traj`` once."""
         K = self.context if context is None else _count(context, "--context")
@@ -244,6 +251,7 @@ class FittedModel:
         ``(params (N, p), last_state (N, d), theta (N, D))`` in float64, the last state being
         the refined (denoised) one from which :meth:`predict_refined` rolls out.
         ``iterations`` 0: the amortised estimates as they are."""
+        self._need_params("refine")
         for name, value, low in (("iterations", iterations, 0), ("batch_size", batch_size, 1)):
             if _count(value, name) < low:
                 raise DataError(f"{name} must be at least {low}, got {value!r}")
@@ -277,6 +285,7 @@ class FittedModel:
         held fixed, drive the root's physics step from the refined (denoised) last context state,
         in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
         given context). ``refined``: the output of :meth:`refine`, if already computed."""
+        self._need_params("predict_refined")
         K = self._context(traj, context)
         H = self._horizon(traj, K, horizon)
         return self._rollout_refined(traj, K, H,
@@ -354,6 +363,7 @@ class FittedModel:
         one-step errors through the same physics step, then a few on the whole context simulated
         from its (estimated) first state (see :func:`warpphys.refine.refine_context`).
         """
+        self._need_params("recover_params")
         K = self._context(traj, context)
         if refine:
             return self._refine(traj, K, iterations)[1].cpu().numpy()
