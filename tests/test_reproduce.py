@@ -104,6 +104,19 @@ def test_study_refuses_an_out_holding_another_study(tiny_study):
         reproduce.run_study(study="msd", scale="tiny", seeds=1, noise=0.01, out=out)
 
 
+@pytest.mark.parametrize("text, words", [("{bad json", "Expecting property name"),
+                                         ("[1, 2]", "not a JSON object")])
+def test_study_refuses_a_damaged_description_and_keeps_the_folder(tmp_path, text, words):
+    """A study.json that is not JSON, or not an object, gave a JSONDecodeError or an
+    AttributeError traceback."""
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text(text)
+    with pytest.raises(reproduce.StudyError, match=f"cannot be read.*{words}"):
+        reproduce.run_study(study="msd", scale="tiny", seeds=1, models=["classical"], out=out)
+    assert (out / "study.json").read_text() == text and len(list(out.iterdir())) == 1
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--study", "nope"], "unknown study"),
     (["--study", "msd", "--scale", "huge"], "unknown scale"),

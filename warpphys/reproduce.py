@@ -486,7 +486,14 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     manifest_file = out / "study.json"
     manifest = _manifest(study, scale, noise, sc)
     if manifest_file.exists():
-        old = json.loads(manifest_file.read_text())
+        try:
+            old = json.loads(manifest_file.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise StudyError(f"{str(manifest_file)!r} cannot be read as a study's description "
+                             f"({e}); choose another --out (its runs are kept as they are)"
+                             ) from None
         if {k: old.get(k) for k in manifest} != manifest:
             raise StudyError(
                 f"{str(out)!r} holds another study ({old.get('study')}, scale "
