@@ -104,6 +104,24 @@ def test_study_refuses_an_out_holding_another_study(tiny_study):
         reproduce.run_study(study="msd", scale="tiny", seeds=1, noise=0.01, out=out)
 
 
+def test_a_damaged_score_is_computed_again_from_its_run(tiny_study, tmp_path):
+    """score.json is the study's cache of a finished run's scores: damaged, it gave a
+    JSONDecodeError; now the run is scored again from disk, not fitted again."""
+    out = tmp_path / "msd"
+    shutil.copytree(tiny_study[0], out)
+    score = out / "runs" / "gru-seed0" / "score.json"
+    good = json.loads(score.read_text())
+    model_before = (out / "runs" / "gru-seed0" / "model.pt").read_bytes()
+    score.write_text("{bad")
+    lines = []
+    reproduce.run_study(study="msd", scale="tiny", seeds=1, models=["gru"], out=out,
+                        log=lines.append)
+    assert "gru seed 0: fitting" not in lines
+    assert (out / "runs" / "gru-seed0" / "model.pt").read_bytes() == model_before
+    assert json.loads(score.read_text())["rows"][0]["test_mse"] == pytest.approx(
+        good["rows"][0]["test_mse"])
+
+
 @pytest.mark.parametrize("text, words", [("{bad json", "Expecting property name"),
                                          ("[1, 2]", "not a JSON object")])
 def test_study_refuses_a_damaged_description_and_keeps_the_folder(tmp_path, text, words):

@@ -246,7 +246,10 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     cpu0 = time.process_time()
     finished = (run_dir / api.METRICS_FILE).exists() and (run_dir / api.MODEL_FILE).exists()
     if finished and score_file.exists():
-        saved = json.loads(score_file.read_text())
+        try:
+            saved = json.loads(score_file.read_text())
+        except (OSError, ValueError):  # damaged (e.g. cut short): scored again from the run
+            saved = None
         if isinstance(saved, dict) and "rows" in saved:  # else: an older format, scored again
             log(f"{model} seed {seed}: done already")
             return saved["rows"]
