@@ -89,6 +89,9 @@ def ws(tmp_path, user_file, fitted_run, monkeypatch) -> Path:
     shutil.copytree(fitted_run, edited)
     config = json.loads((edited / "config.json").read_text())
     (edited / "config.json").write_text(json.dumps({**config, "system": "pendulum"}))
+    edited_list = tmp_path / "edited_list"
+    shutil.copytree(fitted_run, edited_list)
+    (edited_list / "config.json").write_text("[1]")
     edited_map = tmp_path / "edited_map"
     shutil.copytree(fitted_run, edited_map)
     (edited_map / "config.json").write_text(json.dumps({**config,
@@ -173,6 +176,9 @@ REFUSED = {
     "last.pt of another architecture": (["fit", "--resume", "foreign"],
                                         ["foreign/last.pt", "another architecture"]),
     # --resume
+    "resume with a config.json that is not an object": (["fit", "--resume", "edited_list"],
+                                                          ["config.json' is not valid JSON",
+                                                           "not a JSON object"]),
     "resume with an edited config.json": (["fit", "--resume", "edited"],
                                           ["does not match the checkpoint", "system"]),
     "resume with an edited param_name_map": (["fit", "--resume", "edited_map"],

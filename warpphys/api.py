@@ -695,6 +695,8 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
         raise RunError(f"{str(run_dir)!r} has no {CONFIG_FILE} and {LAST_FILE} to resume from")
     try:
         info = json.loads(config_file.read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
     except ValueError as e:
         raise RunError(f"{str(config_file)!r} is not valid JSON ({e}); it cannot be resumed") \
             from None
