@@ -421,6 +421,36 @@ def test_refinement_iterations_are_a_whole_number(tmp_path):
     assert fitted.refine(traj, 5, iterations=0)[0].shape == (4, 2)  # the amortised estimates
 
 
+@pytest.mark.parametrize("edit", [{"epoch": "x"}, {"epoch": -5}, {"stale": "x"},
+                                  {"best_val": "x"}, {"history": [1]}, {"optimizer": {}},
+                                  {"generator": torch.zeros(3)},
+                                  {"best_state": {"x": torch.zeros(1)}}])
+def test_a_damaged_training_checkpoint_is_refused_and_the_run_left_as_it_was(ws, capsys, edit):
+    """Fields of last.pt that were edited or damaged gave tracebacks (ValueError, TypeError,
+    KeyError, RuntimeError) on --resume, after config.json had been rewritten, so that the
+    run no longer resumed at all; a negative epoch count trained on."""
+    state = checkpoint.load(ws / "run" / "last.pt")
+    shutil.copytree(ws / "run", ws / "damaged")
+    checkpoint.save({**state, **edit}, ws / "damaged" / "last.pt")
+    before = checksums(ws / "damaged")
+    assert cli.main(["fit", "--resume", "damaged", "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "damaged or edited" in err and "last.pt" in err
+    assert checksums(ws / "damaged") == before
+
+
+def test_a_resume_stopped_before_its_first_checkpoint_can_be_resumed_again(ws, capsys):
+    """--resume --epochs N records N in config.json at once; if that resume is stopped before
+    it writes a checkpoint, the epochs of config.json and last.pt differ: that alone is no
+    edit."""
+    config = json.loads((ws / "run" / "config.json").read_text())
+    config["options"]["epochs"] = 9
+    (ws / "run" / "config.json").write_text(json.dumps(config))
+    assert cli.main(["fit", "--resume", "run", "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert json.loads((ws / "run" / "config.json").read_text())["options"]["epochs"] == 2
+
+
 def test_numpy_integers_are_welcome_where_counts_are_asked(ws):
     fitted = api.fit(data="data.npz", model="warp", out="np_ints", seed=np.int64(2),
                      epochs=np.int32(1), context=np.int64(5), figures=False, progress=False)

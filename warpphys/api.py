@@ -65,7 +65,7 @@ from warpphys.rundir import (
     swap_in,
     write_json,
 )
-from warpphys.train import TrainConfig, Trainer
+from warpphys.train import TrainConfig, Trainer, checkpoint_count
 
 #: the options that are training settings
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed", "max_seconds"}
@@ -501,12 +501,14 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         distributed.barrier()  # every rank has checked --out before rank 0 creates it
         if main:
             prepare_run_dir(run_dir, force=force)
-    if main:
+    if main and resume_state is None:
         write_json(info, run_dir / CONFIG_FILE)
     trainer = Trainer(net, cfg, run_dir, extra={"info": json.dumps(info, default=jsonable)},
                       device=dev, progress=progress)
     if resume_state is not None:
-        trainer.restore(resume_state)
+        trainer.restore(resume_state)  # (a damaged checkpoint stops here, the run unchanged)
+        if main:
+            write_json(info, run_dir / CONFIG_FILE)
     params_tr = None
     if sys_ is not None and net.has_params:
         p = train.system_params(sys_)
@@ -712,7 +714,13 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
             f"{str(last_file)!r} has no run configuration of warpphys ('info'); it was not "
             f"written by `warpphys fit` and cannot be resumed"
         ) from None
-    changed = [k for k in SHAPING_KEYS if info.get(k) != saved.get(k)]
+    def shaping(config: dict, key: str):  # (--epochs may have grown on an earlier resume
+        value = config.get(key)           # that was stopped before its first checkpoint)
+        if key == "options" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "epochs"}
+        return value
+
+    changed = [k for k in SHAPING_KEYS if shaping(info, k) != shaping(saved, k)]
     if changed:
         k = changed[0]
         raise RunError(
@@ -724,7 +732,11 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
     if epochs is not None:
         _check_run_options(info["seed"], None, {"epochs": epochs})
         epochs = int(epochs)
-        done = int(state.get("epoch", 0))
+        try:
+            done = checkpoint_count(state, "epoch")
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{str(last_file)!r} was damaged or edited ({e}); it cannot be "
+                                  f"resumed: start a new run") from None
         if epochs <= done:
             raise RunError(
                 f"--epochs {epochs} on --resume must exceed the {done} epochs already trained "

@@ -174,6 +174,15 @@ def _param_groups(model, cfg: TrainConfig):
     return groups
 
 
+def checkpoint_count(ckpt: dict, key: str) -> int:
+    """A count stored in a training checkpoint (epochs trained, validations without
+    improvement): a whole number >= 0, else ValueError."""
+    value = ckpt[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} {value!r} is not a whole number >= 0")
+    return value
+
+
 class Trainer:
     """Trains ``model`` on normalised tensors; checkpoints to ``run_dir/last.pt``.
 
@@ -225,15 +234,27 @@ class Trainer:
         }
 
     def restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model_state"])
-        self.best_state = ckpt["best_state"]
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.start_epoch = int(ckpt["epoch"])
-        self.best_val = float(ckpt["best_val"])
-        self.stale = int(ckpt["stale"])
-        self.gen.set_state(ckpt["generator"])
-        self.history = History(**ckpt["history"])
+        """Continue from a training checkpoint (see :meth:`state`); one that was damaged or
+        edited raises :class:`checkpoint.CheckpointError`, not whatever broke first."""
+        try:
+            epoch, stale = checkpoint_count(ckpt, "epoch"), checkpoint_count(ckpt, "stale")
+            self.model.load_state_dict(ckpt["model_state"])
+            self.best_state = dict(ckpt["best_state"])
+            self.model.load_state_dict(self.best_state)  # (checked; the current weights next)
+            self.model.load_state_dict(ckpt["model_state"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.best_val = float(ckpt["best_val"])
+            self.gen.set_state(ckpt["generator"])
+            self.history = History(**ckpt["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            where = f" {str(self.run_dir / 'last.pt')!r}" if self.run_dir is not None else ""
+            raise checkpoint.CheckpointError(
+                f"the training checkpoint{where} was damaged or edited ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}); it cannot be "
+                f"resumed: start a new run"
+            ) from None
+        self.start_epoch, self.stale = epoch, stale
         self.history.status = "running"
 
     def _save(self) -> None:
