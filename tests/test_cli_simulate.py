@@ -148,3 +148,14 @@ def test_command_line_in_a_subprocess(tmp_path):
     )
     assert bad.returncode == 2
     assert "unknown system 'planets'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_version_names_the_package_and_its_numerical_stack(capsys):
+    import warpphys
+    from warpphys import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"warpphys {warpphys.__version__} (torch ") and "torchdiffeq" in out

@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="warpphys",
         description="Learn and extrapolate physical dynamical systems with WARP.",
     )
+    from importlib.metadata import version
+
+    import warpphys
+
+    p.add_argument("--version", action="version",
+                   version=f"warpphys {warpphys.__version__} (torch {version('torch')}, "
+                           f"torchdiffeq {version('torchdiffeq')}, python "
+                           f"{sys.version.split()[0]})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="simulate trajectories of a system to an .npz file")
