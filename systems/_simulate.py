@@ -120,8 +120,20 @@ def simulate(
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if tol is not None and not (math.isfinite(float(tol)) and float(tol) > 0):
             raise SystemInputError(f"{name} must be a positive finite number, got {tol!r}")
+    asked = method
     if method == "auto":
         method = "exact" if has_closed_form(system) else "dopri5"
+    # a setting the chosen method would ignore is refused, not silently dropped
+    how = (f"{system.name} is solved by its closed form" + (" (method auto)" if asked == "auto"
+                                                           else "")
+           if method == "exact" else f"{method} is a fixed-step method")
+    if method not in ADAPTIVE_METHODS and (rtol is not None or atol is not None):
+        raise SystemInputError(f"rtol/atol set the accuracy of adaptive methods (dopri5, "
+                               f"dopri8, ...), but {how}; choose one, e.g. method dopri5")
+    if step_size is not None and method not in FIXED_METHODS:
+        raise SystemInputError(f"step_size sets fixed-step methods (rk4, midpoint, ...), and "
+                               f"{method} " + ("adapts its steps" if method != "exact" else
+                                               "takes none") + "; choose one, e.g. rk4")
     if method == "exact":
         if not has_closed_form(system):
             raise SystemInputError(

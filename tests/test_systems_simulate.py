@@ -208,6 +208,22 @@ def test_simulate_takes_a_name_and_arrays_that_are_not_tensors():
                                                        params))
 
 
+def test_a_solver_setting_the_method_would_ignore_is_refused():
+    """rtol with a fixed-step method or a closed form, step_size with an adaptive one, were
+    silently dropped."""
+    pend, x0, params = draw("pendulum", 2)
+    spring, sx0, sparams = draw("spring_mass", 2)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    for system, x, p, kw, words in (
+            (pend, x0, params, {"method": "rk4", "rtol": 1e-3}, "rk4 is a fixed-step method"),
+            (spring, sx0, sparams, {"rtol": 1e-3}, r"closed form \(method auto\)"),
+            (spring, sx0, sparams, {"method": "exact", "atol": 1e-3}, "closed form"),
+            (pend, x0, params, {"method": "dopri5", "step_size": 0.1}, "adapts its steps")):
+        with pytest.raises(systems.SystemInputError, match=words):
+            systems.simulate(system, t, x, p, **kw)
+    systems.simulate(spring, t, sx0, sparams, method="dopri5", rtol=1e-3)  # (what was meant)
+
+
 def test_simulate_refuses_bad_shapes_and_times():
     system, x0, params = draw("pendulum", 2)
     t = torch.linspace(0, 1, 5, dtype=F64)
