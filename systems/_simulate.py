@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -127,6 +128,11 @@ def simulate(
     how = (f"{system.name} is solved by its closed form" + (" (method auto)" if asked == "auto"
                                                            else "")
            if method == "exact" else f"{method} is a fixed-step method")
+    if asked == "auto" and method == "exact" and (rtol is not None or atol is not None):
+        warnings.warn(f"{system.name} is solved by its closed form, exact to round-off and "
+                      f"faster than any tolerance: rtol/atol are not used (method dopri5 would "
+                      f"use them)", stacklevel=2)
+        rtol = atol = None
     if method not in ADAPTIVE_METHODS and (rtol is not None or atol is not None):
         raise SystemInputError(f"rtol/atol set the accuracy of adaptive methods (dopri5, "
                                f"dopri8, ...), but {how}; choose one, e.g. method dopri5")

@@ -113,12 +113,13 @@ def test_resume_without_a_training_checkpoint_is_refused(tmp_path, capsys):
 # -- divergence guard ----------------------------------------------------------------------------
 def test_absurd_learning_rate_stops_with_advice_and_a_usable_model(user_file, tmp_path, capsys):
     out = tmp_path / "run"
-    with pytest.warns(UserWarning, match="smaller --lr"):
-        rc = cli.main(["fit", "--data", str(user_file), "--model", "warp", "--epochs", "2",
-                       "--context", "5", "--width", "4", "--batch-size", "8", "--lr", "1e6",
-                       "--no-figures", "--quiet", "--device", "cpu", "--out", str(out)])
+    rc = cli.main(["fit", "--data", str(user_file), "--model", "warp", "--epochs", "2",
+                   "--context", "5", "--width", "4", "--batch-size", "8", "--lr", "1e6",
+                   "--no-figures", "--quiet", "--device", "cpu", "--out", str(out)])
     assert rc == 0
-    assert json.loads(capsys.readouterr().out)["train_status"] == "diverged"
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["train_status"] == "diverged"
+    assert printed.err.startswith("warpphys fit: warning: ") and "smaller --lr" in printed.err
     config, metrics = strict_json(out / "config.json"), strict_json(out / "metrics.json")
     assert config["status"] == metrics["train_status"] == "diverged"
     assert "--lr" in config["status_message"]

@@ -159,3 +159,14 @@ def test_version_names_the_package_and_its_numerical_stack(capsys):
     assert stop.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"warpphys {warpphys.__version__} (torch ") and "torchdiffeq" in out
+
+
+def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
+    from warpphys import cli
+
+    assert cli.main(["simulate", "--system", "spring_mass", "--n", "2", "--rtol", "1e-3",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warpphys simulate: warning: spring_mass is solved by its closed form, exact "
+                   "to round-off and faster than any tolerance: rtol/atol are not used (method "
+                   "dopri5 would use them)"]

@@ -423,6 +423,16 @@ def main(argv: list[str] | None = None) -> int:
             _threads.configure(args.threads)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            # one line each, like the errors (not the file, line and source of the warning),
+            # and each message once
+            said = set()
+
+            def show(message, *_args, **_kwargs):
+                if str(message) not in said:
+                    said.add(str(message))
+                    print(f"warpphys {command}: warning: {message}", file=sys.stderr)
+
+            warnings.showwarning = show
             return args.func(args)
     except (UsageError, WarpphysError, systems.SystemInputError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
