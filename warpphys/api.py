@@ -57,6 +57,7 @@ from warpphys.rundir import (
     LAST_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    check_out_file,
     check_run_dir,
     default_out,
     jsonable,
@@ -830,14 +831,7 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
     default). An existing ``out`` is replaced only with ``force``; the input file never."""
     _check_path("data", data)
     _check_path("out", out)
-    target = Path(out)
-    if target.exists():
-        if Path(data).exists() and target.samefile(data):
-            raise RunError(f"out {str(out)!r} is the input file {str(data)!r}; name another "
-                           f"file, the input is never overwritten")
-        if not force:
-            raise RunError(f"out {str(out)!r} exists already; name another file, or replace it "
-                           f"with force=True (--force)")
+    check_out_file(out, force=force, inputs=(data,))
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")

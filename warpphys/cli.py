@@ -265,18 +265,14 @@ def _check_out(out: str, *, force: bool = False, inputs: tuple = ()) -> None:
     import os
     from pathlib import Path
 
+    from warpphys.rundir import check_out_file
+
     if not out.endswith(".npz"):
         raise UsageError(f"--out must name an .npz file, got {out!r}")
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {out!r} is a folder; name an .npz file, e.g. {out}/data.npz")
-    for given in inputs:
-        if path.exists() and Path(given).exists() and path.samefile(given):
-            raise UsageError(f"--out {out!r} is the input file --data {given!r}; name another "
-                             f"file, the input is never overwritten")
-    if path.exists() and not force:
-        raise UsageError(f"--out {out!r} exists already; name another file, or replace it "
-                         f"with --force")
+    check_out_file(out, force=force, inputs=inputs)
     for folder in path.absolute().parents:
         if folder.exists():
             if not folder.is_dir():

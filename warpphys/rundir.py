@@ -162,6 +162,21 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
         )
 
 
+def check_out_file(out, *, force: bool, inputs: tuple = ()) -> None:
+    """Refuse an output file that would replace one of ``inputs`` (always) or another existing
+    file (unless ``force``), before any work is done."""
+    path = Path(out)
+    if not path.exists():
+        return
+    for given in inputs:
+        if Path(given).exists() and path.samefile(given):
+            raise RunError(f"--out {str(out)!r} is the input file --data {str(given)!r}; name "
+                           f"another file, the input is never overwritten")
+    if not force:
+        raise RunError(f"--out {str(out)!r} exists already; name another file, or replace it "
+                       f"with --force (force=True in Python)")
+
+
 def staging_dir(run_dir: Path, *, force: bool) -> Path:
     """Where to build the run for ``--out run_dir``: ``run_dir`` itself when it is new (or
     empty); with ``force`` over an existing run, a new hidden folder beside it, swapped in by
