@@ -238,7 +238,6 @@ class Trainer:
         edited raises :class:`checkpoint.CheckpointError`, not whatever broke first."""
         try:
             epoch, stale = checkpoint_count(ckpt, "epoch"), checkpoint_count(ckpt, "stale")
-            self.model.load_state_dict(ckpt["model_state"])
             self.best_state = dict(ckpt["best_state"])
             self.model.load_state_dict(self.best_state)  # (checked; the current weights next)
             self.model.load_state_dict(ckpt["model_state"])
