@@ -402,7 +402,7 @@ class FittedModel:
                 f"{str(run_dir / MODEL_FILE)!r} has no run configuration of warpphys ('info' "
                 f"is missing or not what `warpphys fit` writes); re-run `warpphys fit`"
             ) from None
-        problem = _info_problem(info, model.dim if hasattr(model, "dim") else None)
+        problem = _info_problem(info, model.dim)
         if problem:
             raise checkpoint.CheckpointError(
                 f"{str(run_dir / MODEL_FILE)!r}: its run configuration is not what `warpphys "
