@@ -124,22 +124,23 @@ def simulate(
     asked = method
     if method == "auto":
         method = "exact" if has_closed_form(system) else "dopri5"
-    # a setting the chosen method would ignore is refused, not silently dropped
-    how = (f"{system.name} is solved by its closed form" + (" (method auto)" if asked == "auto"
-                                                           else "")
-           if method == "exact" else f"{method} is a fixed-step method")
-    if asked == "auto" and method == "exact" and (rtol is not None or atol is not None):
+    # a setting the chosen method would ignore is refused, not silently dropped (but the
+    # closed form chosen by "auto" needs no tolerance: that is only said)
+    tolerance = rtol is not None or atol is not None
+    if tolerance and method == "exact" and asked == "auto":
         warnings.warn(f"{system.name} is solved by its closed form, exact to round-off and "
                       f"faster than any tolerance: rtol/atol are not used (method dopri5 would "
                       f"use them)", stacklevel=2)
         rtol = atol = None
-    if method not in ADAPTIVE_METHODS and (rtol is not None or atol is not None):
+    elif tolerance and method not in ADAPTIVE_METHODS:
+        how = (f"{system.name} is solved by its closed form" if method == "exact"
+               else f"{method} is a fixed-step method")
         raise SystemInputError(f"rtol/atol set the accuracy of adaptive methods (dopri5, "
                                f"dopri8, ...), but {how}; choose one, e.g. method dopri5")
     if step_size is not None and method not in FIXED_METHODS:
+        how = "takes none" if method == "exact" else "adapts its steps"
         raise SystemInputError(f"step_size sets fixed-step methods (rk4, midpoint, ...), and "
-                               f"{method} " + ("adapts its steps" if method != "exact" else
-                                               "takes none") + "; choose one, e.g. rk4")
+                               f"{method} {how}; choose one, e.g. rk4")
     if method == "exact":
         if not has_closed_form(system):
             raise SystemInputError(
