@@ -104,6 +104,35 @@ def test_the_quadratic_lift_feeds_the_monomials():
     assert m.B.shape == (32, 5)
 
 
+def test_the_log_lift_feeds_the_log_heights_of_positive_states_floored():
+    m = _head_model("lotka_volterra", lift="log")
+    m.normalizer.mean.fill_(0.5)
+    m.normalizer.std.fill_(0.25)
+    x = torch.tensor([[1.0, 1e-8], [0.5, 0.0], [2.0, -0.01]])  # physical (LV state_low: 0)
+    got = m.lifted(m.normalizer.encode(x))
+    floor = m.log_floor * 0.25
+    want = torch.log(torch.tensor([[1.0, 1e-8], [0.5, floor], [2.0, floor]]).clamp_min(floor))
+    torch.testing.assert_close(got[:, 2:], want)
+    torch.testing.assert_close(got[:, :2], m.normalizer.encode(x))
+    assert m.B.shape == (32, 4)
+    # the recurrence sees the growth rate: log differences, whatever the population's size
+    big, small = torch.tensor([[1.0, 1.0], [2.0, 2.0]]), torch.tensor([[1e-3, 1.0], [2e-3, 1.0]])
+    step = lambda x: (lambda z: z[1] - z[0])(m.lifted(m.normalizer.encode(x)))  # noqa: E731
+    torch.testing.assert_close(step(big)[2], step(small)[2])
+    assert WARP.from_config(m.config()).log_floor == m.log_floor
+
+
+def test_the_log_lift_needs_positive_states_and_auto_takes_it_where_they_are():
+    from warpphys.registry import MODELS, resolve_options
+
+    with pytest.raises(ValueError, match="positive states"):
+        _head_model("pendulum", lift="log")
+    opts = resolve_options("warp-phys", {"lift": "auto"})
+    lifts = {name: MODELS["warp-phys"](2, systems.get_system(name), opts).lift
+             for name in ("lotka_volterra", "pendulum", "spring_mass")}
+    assert lifts == {"lotka_volterra": "log", "pendulum": "none", "spring_mass": "none"}
+
+
 def test_fresh_training_data_are_new_each_epoch_and_the_same_for_the_same_seed():
     from warpphys import api
 

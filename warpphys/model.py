@@ -45,7 +45,7 @@ def spectral_init(size: int) -> torch.Tensor:
 
 
 #: what the recurrence is driven by the differences of (see :meth:`WARP.lifted`)
-LIFTS = ("none", "quadratic")
+LIFTS = ("none", "quadratic", "log")
 
 
 #: the radii of the spectral bank's groups (memory lengths of 1000, 100, 33 and 10 steps)
@@ -308,7 +308,8 @@ class WARP(Model):
 
     def __init__(self, dim: int, root: Root, *, hypernet: bool = True, hyper_width: int = 64,
                  transition: str = "dense", rank: int = 8, diff: str = "input",
-                 a_init: str = "identity", freeze_params: bool = False, lift: str = "none"):
+                 a_init: str = "identity", freeze_params: bool = False, lift: str = "none",
+                 log_floor: float = 1e-4):
         super().__init__(dim)
         if diff not in ("input", "prediction", "innovation"):
             raise ValueError(f"diff must be 'input', 'prediction' or 'innovation', got {diff!r}")
@@ -321,8 +322,14 @@ class WARP(Model):
         self.transition = Transition(D, transition, rank, a_init, bank=root.bank_weights)
         if lift not in LIFTS:
             raise ValueError(f"unknown lift {lift!r}; use one of {LIFTS}")
-        self.lift = lift
-        n_in = dim + (dim * (dim + 1) // 2 if lift == "quadratic" else 0)
+        if lift == "log" and getattr(getattr(root, "system", None), "state_low", None) is None:
+            raise ValueError("lift 'log' needs a physics root of a system with positive states "
+                             "(a state_low, e.g. lotka_volterra)")
+        if not (isinstance(log_floor, (int, float)) and 0 < log_floor < math.inf):
+            raise ValueError(f"log_floor must be a positive number of training stds, got "
+                             f"{log_floor!r}")
+        self.lift, self.log_floor = lift, float(log_floor)
+        n_in = dim + {"none": 0, "quadratic": dim * (dim + 1) // 2, "log": dim}[lift]
         # B starts at zero (theta still until B has learned), except before a fixed filter bank,
         # which then sees the inputs from the start
         B0 = torch.zeros(D, n_in)
@@ -356,7 +363,8 @@ class WARP(Model):
         return {"dim": self.dim, "root": self.root.config(), "hypernet": self.use_hypernet,
                 "hyper_width": self.hyper_width, "transition": self.transition.kind,
                 "rank": self.transition.rank, "diff": self.diff, "a_init": self.transition.init,
-                "freeze_params": self.freeze_params, "lift": self.lift}
+                "freeze_params": self.freeze_params, "lift": self.lift,
+                "log_floor": self.log_floor}
 
     @classmethod
     def from_config(cls, config: dict) -> WARP:
@@ -480,9 +488,18 @@ class WARP(Model):
     def lifted(self, xn: torch.Tensor) -> torch.Tensor:
         """What the recurrence sees of a (normalised) state ``(..., d)``: the state itself, and
         with ``lift="quadratic"`` also its quadratic monomials x_i x_j (i <= j), so that theta
-        also filters quadratic quantities such as energies."""
+        also filters quadratic quantities such as energies; with ``lift="log"`` (systems with
+        positive states, e.g. populations) also the logarithms of their heights above the
+        system's ``state_low``, floored at ``log_floor`` training stds, so that theta sees the
+        per-step growth rates (d log x / dt = a - b y on Lotka-Volterra), which the states
+        themselves hide once a population has fallen close to zero."""
         if self.lift == "none":
             return xn
+        if self.lift == "log":
+            std = self.normalizer.std
+            height = self.normalizer.decode(xn) - torch.as_tensor(
+                self.root.system.state_low).to(std)
+            return torch.cat([xn, torch.log(torch.maximum(height, self.log_floor * std))], -1)
         i, j = torch.triu_indices(self.dim, self.dim, device=xn.device)
         return torch.cat([xn, xn[..., i] * xn[..., j]], -1)
 

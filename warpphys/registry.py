@@ -117,9 +117,14 @@ def _build_warp_phys(dim, system, opts):
         kw["substeps"] = opts.get("substeps", "auto")
     root = ROOTS[kind](system.name, **kw)
     a_init = opts["a_init"] if transition == "dense" else "identity"  # filter bank: dense
+    lift = opts["lift"]
+    if lift == "auto":  # the logs of positive states (populations) where the system has them
+        lift = "log" if system.state_low is not None else "none"
+    # below the noise the model is trained for, a population's log is noise: floored there
+    log_floor = max(1e-4, 3.0 * float(opts.get("fresh_noise") or 0.0))
     return WARP(dim, root, transition=transition, hyper_width=opts["hyper_width"],
                 diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"],
-                lift=opts["lift"])
+                lift=lift, log_floor=log_floor)
 
 
 _build_warp_phys.options = {
@@ -136,7 +141,9 @@ _build_warp_phys.options = {
     # simulated trajectories (fresh_n every epoch, 0: the training set's size), so that the
     # head never sees the same parameters twice (12,000 steps of 256 by default), over the
     # training data's parameter ranges widened by fresh_widen on either side (api.fresh_ranges).
-    "readout": "head", "transition": "spectral", "lift": "none", "state_size": 256,
+    # The recurrence also sees the logs of positive states (lift "auto": "log" on
+    # Lotka-Volterra, model.WARP.lifted).
+    "readout": "head", "transition": "spectral", "lift": "auto", "state_size": 256,
     "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
     "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
     "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
