@@ -335,11 +335,13 @@ def test_the_library_refuses_counts_that_are_not_whole_numbers(ws):
     ("gru", {"layers": 0}, "layers must be a whole number of at least 1"),
     ("node", {"augment": -1}, "augment must be a whole number of at least 0"),
     ("classical", {"bound": -1.0}, "bound must be a number from"),
+    ("warp-phys", {"lift": "logs"}, "--model warp-phys: unknown lift 'logs'"),
+    ("warp-phys", {"log_floor": 0.0}, "log_floor must be a number from"),
 ])
 def test_the_library_refuses_options_out_of_their_range(ws, model, kw, words):
     """Options the command line does not offer reach the models from Python: out of range
     they were used as given (p_forcing_end 2, a string "no" read as True) or crashed
-    (substeps 0: ZeroDivisionError)."""
+    (substeps 0: ZeroDivisionError; an unknown lift: a ValueError from inside the model)."""
     with pytest.raises(api.RunError, match=words):
         api.fit(data="data.npz", model=model, out="new", **kw)
     assert not (ws / "new").exists()

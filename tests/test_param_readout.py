@@ -131,6 +131,11 @@ def test_the_log_lift_needs_positive_states_and_auto_takes_it_where_they_are():
     lifts = {name: MODELS["warp-phys"](2, systems.get_system(name), opts).lift
              for name in ("lotka_volterra", "pendulum", "spring_mass")}
     assert lifts == {"lotka_volterra": "log", "pendulum": "none", "spring_mass": "none"}
+    lv = systems.get_system("lotka_volterra")
+    floor = {(lf, nz): MODELS["warp-phys"](2, lv, resolve_options(
+        "warp-phys", {"log_floor": lf, "fresh_noise": nz})).log_floor
+        for lf, nz in ((1e-6, 0.0), (1e-6, 0.01))}
+    assert floor == {(1e-6, 0.0): 1e-6, (1e-6, 0.01): pytest.approx(0.03)}  # noise: 3 x it
 
 
 def test_fresh_training_data_are_new_each_epoch_and_the_same_for_the_same_seed():

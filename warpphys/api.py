@@ -32,7 +32,7 @@ from warpphys.checkpoint import CheckpointError
 from warpphys.checkpoint import load as load_checkpoint
 from warpphys.data import DataError, Trajectories, fastest_rate
 from warpphys.data import simulate as simulate_data
-from warpphys.errors import RunError
+from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
     FittedModel,
     extend_times,
@@ -316,6 +316,8 @@ BOUNDED_OPTIONS = {
     "parallel_warmup": (0.0, 1.0, "the share of the epochs trained teacher-forced first"),
     "param_weight": (0.0, 1e6, "the weight of the parameter loss"),
     "bound": (1e-6, 1e6, "how many training standard deviations a state may leave"),
+    "log_floor": (1e-12, 1.0, "the height above zero, in training stds, below which a "
+                              "population's log is not read"),
 }
 #: options that are switches: True or False, nothing else (a string "no" would read as True)
 BOOLEAN_OPTIONS = ("freeze_params", "fresh_data", "adjoint")
@@ -418,6 +420,10 @@ def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None
         with torch.device("meta"):
             net = MODELS[model](train.dim, sys_, opts)
         n_weights = sum(p.numel() for p in net.parameters())
+    except WarpphysError:
+        raise
+    except ValueError as e:  # an option the model refuses (e.g. lift="log" for a pendulum)
+        raise RunError(f"--model {model}: {e}") from None
     except RuntimeError as e:
         if "overflow" not in str(e):
             raise

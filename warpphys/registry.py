@@ -121,7 +121,8 @@ def _build_warp_phys(dim, system, opts):
     if lift == "auto":  # the logs of positive states (populations) where the system has them
         lift = "log" if system.state_low is not None else "none"
     # below the noise the model is trained for, a population's log is noise: floored there
-    log_floor = max(1e-4, 3.0 * float(opts.get("fresh_noise") or 0.0))
+    log_floor = max(float(opts.get("log_floor", 1e-4)),
+                    3.0 * float(opts.get("fresh_noise") or 0.0))
     return WARP(dim, root, transition=transition, hyper_width=opts["hyper_width"],
                 diff=opts["diff"], a_init=a_init, freeze_params=opts["freeze_params"],
                 lift=lift, log_floor=log_floor)
@@ -147,7 +148,7 @@ _build_warp_phys.options = {
     "head_width": 256, "head_depth": 3, "freeze_params": True, "mode": "parallel",
     "lr_transition": 0.0, "lr": 1e-3, "fresh_data": True, "fresh_n": 16384,
     "train_steps": "auto", "schedule": "cosine", "patience": 0, "loss_steps": "auto",
-    "context_share": 0.5, "fresh_widen": 0.25, "fresh_noise": 0.0,
+    "context_share": 0.5, "fresh_widen": 0.25, "fresh_noise": 0.0, "log_floor": 1e-4,
     "epochs": 190, "batch_size": 256, "val_every": 10,
 }
 
