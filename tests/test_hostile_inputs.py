@@ -595,3 +595,25 @@ def test_output_files_honour_the_umask(tmp_path):
         os.umask(old)
     for p in (out, tmp_path / "c.json", tmp_path / "m.pt"):
         assert p.stat().st_mode & 0o777 == 0o644, p
+
+
+def test_populations_far_below_zero_are_warned_of_and_noise_is_not():
+    """A Lotka-Volterra file of standardised (centred) states trained silently into a
+    meaningless fit (parameter error 100%); observation noise on small populations dips a
+    little below zero, and passes."""
+    import warnings
+
+    import systems
+    from warpphys.data import Trajectories, add_noise
+
+    sys_ = systems.get_system("lotka_volterra")
+    clean = Trajectories.from_simulation(systems.sample("lotka_volterra", 16, seed=4))
+    centred = Trajectories(t=clean.t, x=clean.x - clean.x.mean((0, 1)), params=clean.params,
+                           param_names=clean.param_names, state_names=clean.state_names)
+    with pytest.warns(UserWarning, match=r"prey to -0\.\d+ \(0\.\d+ of its std below 0\), "
+                                         r"predator .* give them in physical units"):
+        api._check_model_data(centred, sys_, "--data 'f.npz'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        api._check_model_data(add_noise(clean, 0.01, seed=1), sys_, "--data 'f.npz'")
+        api._check_model_data(clean, sys_, "--data 'f.npz'")

@@ -400,6 +400,8 @@ def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
             f"(squares overflow beyond {FLOAT32_STATE_LIMIT:.1g}); rescale the data, e.g. to "
             f"other units"
         )
+    if sys_ is not None and sys_.state_low is not None:
+        _warn_below_state_low(traj, sys_, what)
     params = None
     if sys_ is not None:
         with warnings.catch_warnings():
@@ -410,6 +412,27 @@ def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
             sys_.check_params(params)
         except systems.SystemInputError as e:
             raise DataError(f"{what}: {e}") from None
+
+
+#: how far below a system's ``state_low``, in the state's standard deviations, observation
+#: noise can plausibly reach (1% noise reaches about 0.04)
+NOISE_BELOW_LOW = 0.25
+
+
+def _warn_below_state_low(traj: Trajectories, sys_, what: str) -> None:
+    """Warn when states lie far below the bound the system's states cannot cross (e.g.
+    populations below zero): standardised or shifted data, whose physics is then wrong. A
+    little below it is only noise, and passes."""
+    x = np.asarray(traj.x, dtype=np.float64).reshape(-1, traj.dim)
+    low = np.asarray(sys_.state_low, dtype=np.float64)
+    depth = (low - x.min(0)) / np.maximum(x.std(0), 1e-300)
+    far = [f"{name} to {lo - d * sd:.3g} ({d:.2g} of its std below {lo:g})"
+           for name, lo, d, sd in zip(sys_.state_names, low, depth, x.std(0), strict=True)
+           if d > NOISE_BELOW_LOW]
+    if far:
+        warnings.warn(f"{what}: states fall far below what {sys_.name}'s states can reach: "
+                      f"{', '.join(far)}; if they are standardised or shifted, give them in "
+                      f"physical units", stacklevel=3)
 
 
 def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None:
