@@ -617,3 +617,25 @@ def test_populations_far_below_zero_are_warned_of_and_noise_is_not():
         warnings.simplefilter("error")
         api._check_model_data(add_noise(clean, 0.01, seed=1), sys_, "--data 'f.npz'")
         api._check_model_data(clean, sys_, "--data 'f.npz'")
+
+
+def test_rollouts_that_overflow_are_reported_not_only_nulled():
+    """A Lotka-Volterra file whose populations are a million times what its rates allow made
+    every refined rollout overflow: test_mse was null, with no word of why."""
+    import warnings
+
+    import systems
+    from warpphys.fitted import _warn_non_finite
+
+    sys_ = systems.get_system("lotka_volterra")
+    rolled = np.ones((4, 6, 2))
+    rolled[1, 3, 0] = np.inf
+    rolled[2, 5, 1] = np.nan
+    with pytest.warns(UserWarning, match=r"^2 of 4 refined rollouts overflowed .* null: the data "
+                                         r"may not follow lotka_volterra's equations \(compare"):
+        _warn_non_finite(rolled, "refined", sys_)
+    with pytest.warns(UserWarning, match=r"^2 of 4 rollouts overflowed .* follow the model$"):
+        _warn_non_finite(rolled, "", None)  # a black box
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_non_finite(np.ones((4, 6, 2)), "refined", sys_)

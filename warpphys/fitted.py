@@ -335,6 +335,7 @@ class FittedModel:
         sys_ = self.system
         per = {}
         for name, f in forecasts.items():
+            _warn_non_finite(f.x_hat[:, context:], name if self.model.has_params else "", sys_)
             per[name] = self._score(truth, f.x_hat, context, params, ood)
             if f.params is not None and params is not None and sys_ is not None:
                 per[name].update(metrics.param_errors(sys_, params, f.params))
@@ -475,3 +476,14 @@ def save_model(fitted: FittedModel, run_dir: Path) -> None:
         "state_dict": {k: v.cpu() for k, v in fitted.model.state_dict().items()},
         "info": json.dumps(fitted.info, default=jsonable),
     }, run_dir / MODEL_FILE)
+
+
+def _warn_non_finite(rolled: np.ndarray, estimate: str, sys_) -> None:
+    """Say so when rollouts overflowed: the metrics over them are null, with no other sign."""
+    bad = int((~np.isfinite(rolled)).reshape(len(rolled), -1).any(1).sum())
+    if bad:
+        what = f"{sys_.name}'s equations" if sys_ is not None else "the model"
+        other = " (compare the other estimate's metrics)" if estimate else ""
+        warnings.warn(f"{bad} of {len(rolled)} {estimate + ' ' if estimate else ''}rollouts "
+                      f"overflowed (states not finite), so the metrics over them are null: the "
+                      f"data may not follow {what}{other}", stacklevel=3)
