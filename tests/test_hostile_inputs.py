@@ -639,3 +639,23 @@ def test_rollouts_that_overflow_are_reported_not_only_nulled():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_non_finite(np.ones((4, 6, 2)), "refined", sys_)
+
+
+def test_data_sampled_at_another_rate_than_training_are_warned_of(ws):
+    """A file whose times count samples (0, 1, 2, ...) where training used seconds: evaluate
+    and predict ran silently, though WARP's filters turn by fixed angles per step."""
+    import warnings
+
+    from warpphys.data import Trajectories
+
+    fitted = api.load("run")
+    traj = Trajectories.load("data.npz")
+    fast = Trajectories(t=np.arange(traj.n_times, dtype=float), x=traj.x)
+    words = r"sampled every 1 \(median\), [\d.]+x the training data's .* resample the data to it"
+    with pytest.warns(UserWarning, match=words):
+        fitted.evaluate(fast, context=5)
+    with pytest.warns(UserWarning, match=words):
+        fitted.predict(fast, 5, horizon=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(traj, 5, horizon=2)  # the training spacing: no warning

@@ -68,6 +68,11 @@ def _count(value, name: str) -> int:
     return int(value)
 
 
+#: how far (a factor either way) the data's median sample spacing may differ from the training
+#: data's before evaluate and predict warn
+SPACING_TOLERANCE = 1.25
+
+
 def _check_trajectories(traj) -> None:
     if not isinstance(traj, Trajectories):
         raise DataError(
@@ -135,6 +140,7 @@ class FittedModel:
     # -- checks ---------------------------------------------------------------------------------
     def _check(self, traj: Trajectories, context: int) -> None:
         _check_trajectories(traj)
+        self._warn_spacing(traj)
         if traj.dim != self.model.dim:
             raise DataError(
                 f"the data have state size d = {traj.dim} but the model was trained on d = "
@@ -145,6 +151,19 @@ class FittedModel:
                 f"--context {context} must be at least 1 and smaller than the sequence length "
                 f"T = {traj.n_times}"
             )
+
+    def _warn_spacing(self, traj: Trajectories) -> None:
+        """Warn when the data are sampled at another rate than the training data: WARP reads
+        the dynamics step by step (its filters turn by fixed angles per step)."""
+        dt = self.info.get("dt")
+        if dt is None or traj.n_times < 2:
+            return
+        ratio = float(np.median(np.diff(np.asarray(traj.t, dtype=np.float64)))) / dt
+        if not 1 / SPACING_TOLERANCE <= ratio <= SPACING_TOLERANCE:
+            warnings.warn(f"the data are sampled every {ratio * dt:.3g} (median), {ratio:.3g}x "
+                          f"the training data's {dt:.3g}: WARP reads the dynamics step by step, "
+                          f"so its one-pass estimates and rollouts assume the training spacing; "
+                          f"resample the data to it", stacklevel=3)
 
     def _need_params(self, what: str) -> None:
         """Refuse ``what`` (a job on physical parameters) for a model that has none."""
@@ -185,6 +204,7 @@ class FittedModel:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
         _check_trajectories(traj)
+        self._warn_spacing(traj)
         K = self.context if context is None else _count(context, "--context")
         if not 1 <= K <= traj.n_times:
             raise DataError(
