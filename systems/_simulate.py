@@ -121,6 +121,9 @@ def simulate(
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if tol is not None and not (math.isfinite(float(tol)) and float(tol) > 0):
             raise SystemInputError(f"{name} must be a positive finite number, got {tol!r}")
+    if rtol is not None and float(rtol) >= 1:  # a relative error of 100%: no accuracy at all
+        raise SystemInputError(f"rtol is a relative error and must be below 1 (e.g. 1e-6), "
+                               f"got {rtol!r}")
     asked = method
     if method == "auto":
         method = "exact" if has_closed_form(system) else "dopri5"

@@ -80,7 +80,9 @@ def test_backward_times_of_a_stiff_overdamped_flow_match_the_matrix_exponential(
 @pytest.mark.parametrize("kw, needle", [({"method": "rk5"}, "unknown method 'rk5'"),
                                          ({"method": "dopri5", "rtol": -1.0}, "rtol must be"),
                                          ({"method": "dopri5", "rtol": float("nan")},
-                                          "rtol must be")])
+                                          "rtol must be"),
+                                         ({"method": "dopri5", "rtol": 2.0},
+                                          r"rtol is a relative error and must be below 1")])
 def test_bad_methods_and_tolerances_are_input_errors(kw, needle):
     with pytest.raises(systems.SystemInputError, match=needle):
         systems.sample("pendulum", 4, **kw)
