@@ -286,3 +286,17 @@ def test_plots_draw_several_predictions_with_a_legend_entry_each():
                                      "refined": np.array([[1.0], [2.2]])}, names=["k"])
     title = fig.axes[0].get_title()
     assert "amortised 25.0%" in title and "refined 5.0%" in title
+
+
+def test_a_context_of_one_step_is_refused_for_physics_models(phys_run, user_file, tmp_path):
+    """WARP-Phys reads its parameters from how the context's states change: with one step,
+    fit, evaluate and predict ended in a ValueError traceback from inside the model."""
+    fitted = api.load(phys_run)
+    traj = Trajectories.load(user_file)
+    words = r"--context 1: .*reads physical parameters .* at least 2 steps"
+    for call in (lambda: fitted.evaluate(traj, context=1),
+                 lambda: fitted.predict(traj, 1, horizon=3),
+                 lambda: api.fit(data=user_file, out=tmp_path / "new", context=1, epochs=1)):
+        with pytest.raises(api.DataError, match=words):
+            call()
+    assert not (tmp_path / "new").exists()

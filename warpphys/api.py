@@ -34,6 +34,7 @@ from warpphys.data import DataError, Trajectories, fastest_rate
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
+    MIN_PARAM_CONTEXT,
     FittedModel,
     extend_times,
     relative_times,
@@ -243,13 +244,14 @@ def fit(
         n_fresh = int(opts.get("fresh_n") or train.n)
         check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
                      f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
-    _check_model_size(model, train, sys_, opts)
-    if estimate == "refined":
-        with torch.device("meta"):  # allocates nothing
-            has_params = MODELS[model](train.dim, sys_, opts).has_params
-        if not has_params:
-            raise RunError(f"model {model!r} has no physical parameters, so no refined "
-                           "estimate; leave --estimate out (or use amortised)")
+    has_params = _check_model_size(model, train, sys_, opts)
+    if has_params and K < MIN_PARAM_CONTEXT:
+        raise DataError(f"--context {K}: model {model!r} reads physical parameters from how "
+                        f"the context's states change, so it needs at least "
+                        f"{MIN_PARAM_CONTEXT} steps")
+    if estimate == "refined" and not has_params:
+        raise RunError(f"model {model!r} has no physical parameters, so no refined "
+                       "estimate; leave --estimate out (or use amortised)")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
     info["param_name_map"] = dict(param_names or {})
     info["fresh_data"] = source
@@ -435,9 +437,9 @@ def _warn_below_state_low(traj: Trajectories, sys_, what: str) -> None:
                       f"physical units", stacklevel=3)
 
 
-def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None:
+def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> bool:
     """Refuse a model too big for this machine before building it (counted on the meta
-    device, which allocates nothing)."""
+    device, which allocates nothing); returns whether it has physical parameters."""
     sizes = f"--model {model} with --width {opts['width']}, --depth {opts['depth']}"
     try:
         with torch.device("meta"):
@@ -455,6 +457,7 @@ def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> None
     # weights, gradients, Adam's two moments and the best and last good copies: 6 float32 each
     check_memory(24.0 * n_weights, f"{sizes} ({n_weights:.3g} weights)",
                  "use a smaller --width or --depth")
+    return bool(getattr(net, "has_params", False))
 
 
 def _default_context(system, train: Trajectories, data) -> int:

@@ -68,6 +68,10 @@ def _count(value, name: str) -> int:
     return int(value)
 
 
+#: the fewest context steps from which a model reads physical parameters (it reads them from
+#: how the states change)
+MIN_PARAM_CONTEXT = 2
+
 #: how far (a factor either way) the data's median sample spacing may differ from the training
 #: data's before evaluate and predict warn
 SPACING_TOLERANCE = 1.25
@@ -151,6 +155,13 @@ class FittedModel:
                 f"--context {context} must be at least 1 and smaller than the sequence length "
                 f"T = {traj.n_times}"
             )
+        self._check_param_context(context)
+
+    def _check_param_context(self, context: int) -> None:
+        if self.model.has_params and context < MIN_PARAM_CONTEXT:
+            raise DataError(f"--context {context}: this model reads physical parameters from how "
+                            f"the context's states change, so it needs at least "
+                            f"{MIN_PARAM_CONTEXT} steps")
 
     def _warn_spacing(self, traj: Trajectories) -> None:
         """Warn when the data are sampled at another rate than the training data: WARP reads
@@ -210,6 +221,7 @@ class FittedModel:
             raise DataError(
                 f"--context {K} must be between 1 and the sequence length {traj.n_times}"
             )
+        self._check_param_context(K)
         if traj.dim != self.model.dim:
             self._check(traj, K)
         H = self._horizon(traj, K, horizon)
