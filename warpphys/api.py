@@ -568,14 +568,16 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         return fitted
     save_model(fitted, run_dir)
     write_json(info, run_dir / CONFIG_FILE)
-    fitted.metrics = fitted.evaluate(test)
+    forecasts = fitted.forecasts(test)  # computed once, for the metrics and the figures
+    fitted.metrics = fitted.score(test, forecasts, fitted.context)
     fitted.metrics["fit_seconds"] = hist.seconds
     fitted.metrics["train_status"] = hist.status
     write_json(fitted.metrics, run_dir / METRICS_FILE)
     if figures:
         from warpphys import report
 
-        report.write_figures(fitted, test, run_dir / "figures", history=asdict(hist))
+        report.write_figures(fitted, test, run_dir / "figures", history=asdict(hist),
+                             forecasts=forecasts)
     return fitted
 
 

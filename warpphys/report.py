@@ -19,7 +19,7 @@ from warpphys.fitted import FittedModel
 
 
 def write_figures(fitted, test: Trajectories, out: Path, history: dict | None = None,
-                  n_show: int = 6) -> list[Path]:
+                  n_show: int = 6, forecasts: dict | None = None) -> list[Path]:
     """Truth vs prediction, phase portraits, error vs time, invariant, weights, training curves,
     and (physics models) recovered vs true parameters. Returns the written paths.
 
@@ -27,16 +27,17 @@ def write_figures(fitted, test: Trajectories, out: Path, history: dict | None = 
     amortised one-pass and the refined one, labelled) in the trajectories, phase portraits and
     error vs time, and both estimates against the truth in the parameter recovery; the
     invariant is drawn for the model's default estimate (:attr:`FittedModel.default_estimate`).
+    ``forecasts``: :meth:`FittedModel.forecasts` of ``test`` at the run's context, where they
+    were already computed (e.g. for the metrics), so that they are not computed again.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     K = fitted.context
     show = test.subset(slice(0, min(n_show * 4, test.n)))
     _, theta = fitted.predict(show, K, keep_theta=True, estimate="amortised")
-    shown = fitted.forecasts(show, K)
-    every = fitted.forecasts(test, K)
+    every = fitted.forecasts(test, K) if forecasts is None else forecasts
     label = _labeller(fitted)
-    x_show = {label(e): f.x_hat for e, f in shown.items()}
+    x_show = {label(e): f.x_hat[: show.n] for e, f in every.items()}
     x_all = {label(e): f.x_hat for e, f in every.items()}
     default = fitted.resolve_estimate(None)
     t = test.t
@@ -58,8 +59,8 @@ def write_figures(fitted, test: Trajectories, out: Path, history: dict | None = 
     if params is not None:
         p = params[: show.n, None, :]
         plots.plot_invariant(
-            t, sys_.invariant(show.x, p), sys_.invariant(shown[default].x_hat, p), context=K,
-            window_end=window_end, name=sys_.invariant_name, n=n_show,
+            t, sys_.invariant(show.x, p), sys_.invariant(x_show[label(default)], p),
+            context=K, window_end=window_end, name=sys_.invariant_name, n=n_show,
             path=out / "invariant.png")
         if fitted.model.has_params:
             plots.plot_param_recovery(
