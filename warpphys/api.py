@@ -34,8 +34,8 @@ from warpphys.data import DataError, Trajectories, fastest_rate
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
-    MIN_PARAM_CONTEXT,
     FittedModel,
+    check_param_context,
     extend_times,
     relative_times,
     resolve_device,
@@ -245,10 +245,7 @@ def fit(
         check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
                      f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
     has_params = _check_model_size(model, train, sys_, opts)
-    if has_params and K < MIN_PARAM_CONTEXT:
-        raise DataError(f"--context {K}: model {model!r} reads physical parameters from how "
-                        f"the context's states change, so it needs at least "
-                        f"{MIN_PARAM_CONTEXT} steps")
+    check_param_context(K, has_params, f"model {model!r}")
     if estimate == "refined" and not has_params:
         raise RunError(f"model {model!r} has no physical parameters, so no refined "
                        "estimate; leave --estimate out (or use amortised)")

@@ -77,6 +77,14 @@ MIN_PARAM_CONTEXT = 2
 SPACING_TOLERANCE = 1.25
 
 
+def check_param_context(context: int, has_params: bool, who: str) -> None:
+    """Refuse a context too short for a model with physical parameters to read them."""
+    if has_params and context < MIN_PARAM_CONTEXT:
+        raise DataError(f"--context {context}: {who} reads physical parameters from how the "
+                        f"context's states change, so it needs at least {MIN_PARAM_CONTEXT} "
+                        f"steps")
+
+
 def _check_trajectories(traj) -> None:
     if not isinstance(traj, Trajectories):
         raise DataError(
@@ -158,10 +166,7 @@ class FittedModel:
         self._check_param_context(context)
 
     def _check_param_context(self, context: int) -> None:
-        if self.model.has_params and context < MIN_PARAM_CONTEXT:
-            raise DataError(f"--context {context}: this model reads physical parameters from how "
-                            f"the context's states change, so it needs at least "
-                            f"{MIN_PARAM_CONTEXT} steps")
+        check_param_context(context, self.model.has_params, "this model")
 
     def _warn_spacing(self, traj: Trajectories) -> None:
         """Warn when the data are sampled at another rate than the training data: WARP reads
