@@ -140,6 +140,7 @@ def test_study_refuses_a_damaged_description_and_keeps_the_folder(tmp_path, text
     (["--study", "msd", "--scale", "huge"], "unknown scale"),
     (["--study", "msd", "--models", "gru,foo"], "unknown models"),
     (["--study", "msd", "--noise", "-1"], "--noise"),
+    (["--study", "msd", "--noise", "5"], "--noise must be a number from 0 to 1"),
 ])
 def test_reproduce_cli_refuses_bad_input(args, needle, tmp_path, capsys):
     rc = cli.main(["reproduce", *args, "--out", str(tmp_path / "s")])

@@ -475,8 +475,9 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
         raise StudyError(f"--seeds must be a positive integer, got {seeds!r}")
     noise = float(noise)
-    if not math.isfinite(noise) or noise < 0:
-        raise StudyError(f"--noise must be a number >= 0, got {noise}")
+    if not (math.isfinite(noise) and 0 <= noise <= 1):  # (as fit's fresh_noise)
+        raise StudyError(f"--noise must be a number from 0 to 1 (times each state's std, e.g. "
+                         f"0.01), got {noise:g}")
     models = list(MODELS) if not models else list(models)
     unknown = [m for m in models if m not in MODELS]
     if unknown:
