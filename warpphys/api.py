@@ -423,10 +423,10 @@ def _warn_below_state_low(traj: Trajectories, sys_, what: str) -> None:
     populations below zero): standardised or shifted data, whose physics is then wrong. A
     little below it is only noise, and passes."""
     x = np.asarray(traj.x, dtype=np.float64).reshape(-1, traj.dim)
-    low = np.asarray(sys_.state_low, dtype=np.float64)
-    depth = (low - x.min(0)) / np.maximum(x.std(0), 1e-300)
-    far = [f"{name} to {lo - d * sd:.3g} ({d:.2g} of its std below {lo:g})"
-           for name, lo, d, sd in zip(sys_.state_names, low, depth, x.std(0), strict=True)
+    low, least = np.asarray(sys_.state_low, dtype=np.float64), x.min(0)
+    depth = (low - least) / np.maximum(x.std(0), 1e-300)
+    far = [f"{name} to {m:.3g} ({d:.2g} of its std below {lo:g})"
+           for name, lo, m, d in zip(sys_.state_names, low, least, depth, strict=True)
            if d > NOISE_BELOW_LOW]
     if far:
         warnings.warn(f"{what}: states fall far below what {sys_.name}'s states can reach: "

@@ -497,8 +497,7 @@ class WARP(Model):
             return xn
         if self.lift == "log":
             std = self.normalizer.std
-            height = self.normalizer.decode(xn) - torch.as_tensor(
-                self.root.system.state_low).to(std)
+            height = self.normalizer.decode(xn) - self.root.state_low_as(std)
             return torch.cat([xn, torch.log(torch.maximum(height, self.log_floor * std))], -1)
         i, j = torch.triu_indices(self.dim, self.dim, device=xn.device)
         return torch.cat([xn, xn[..., i] * xn[..., j]], -1)

@@ -258,6 +258,11 @@ class PhysicsRoot(Root):
         x_next = self.advance(_clip(x, lo, hi), p, dt, theta, (lo, hi))
         return normalizer.encode(_clip(x_next, lo, hi)), None
 
+    def state_low_as(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The system's ``state_low`` (d,) with ``like``'s dtype and device, or None."""
+        low = self.system.state_low
+        return None if low is None else torch.as_tensor(low).to(like)
+
     def lift_off_low(self, x, normalizer):
         """Physical states ``x`` with every value at or below the system's ``state_low`` raised
         to ``low_floor`` training stds above it.
@@ -267,9 +272,9 @@ class PhysicsRoot(Root):
         (measured on Lotka-Volterra with 1% noise: 12% of the contexts end below zero, and their
         rollouts had MSE near 200 against a median of 0.11). Values above the bound, however
         small, pass unchanged."""
-        if self.system.state_low is None:
+        low = self.state_low_as(x)
+        if low is None:
             return x
-        low = torch.as_tensor(self.system.state_low).to(x)
         return torch.where(x <= low, low + self.low_floor * normalizer.std, x)
 
     def state_box(self, normalizer):
@@ -277,9 +282,8 @@ class PhysicsRoot(Root):
         training stds, and never below the system's ``state_low`` (e.g. populations >= 0)."""
         b = self.state_bound
         lo, hi = normalizer.mean - b * normalizer.std, normalizer.mean + b * normalizer.std
-        if self.system.state_low is not None:
-            lo = torch.maximum(lo, torch.as_tensor(self.system.state_low).to(lo))
-        return lo, hi
+        low = self.state_low_as(lo)
+        return (lo if low is None else torch.maximum(lo, low)), hi
 
 
 class ODERoot(PhysicsRoot):
