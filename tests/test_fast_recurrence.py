@@ -73,3 +73,82 @@ def test_fused_recurrence_runs_the_same_forward():
     fast = m.run(x, t, context=3, keep_theta=True)
     torch.testing.assert_close(fast.mean, plain.mean, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast.theta, plain.theta, rtol=1e-10, atol=1e-12)
+
+
+# -- the fused autoregressive run of a black box (warpphys.fused) --------------------------------
+def _uses_fused(m, monkeypatch, **kw):
+    """Whether ``training_loss(**kw)`` took the fused run (counted, then restored)."""
+    from warpphys import fused
+
+    calls = []
+    real = fused.rollout
+    monkeypatch.setattr(fused, "rollout", lambda *a: calls.append(1) or real(*a))
+    m.fast_recurrence = True
+    kw = dict(kw)
+    if "seed" in kw:
+        kw["generator"] = torch.Generator().manual_seed(kw.pop("seed"))
+    m.training_loss(*_data(), **kw)["loss"].backward()
+    monkeypatch.undo()
+    return bool(calls)
+
+
+@pytest.mark.parametrize("root_kw, model_kw, run_kw", [
+    ({}, {}, {"context": 4, "p_forcing": 0.0}),
+    ({}, {}, {"context": 4, "p_forcing": 1.0, "seed": 5}),
+    ({}, {}, {"context": 14, "p_forcing": 0.0}),  # teacher-forced throughout
+    ({}, {}, {"context": 1, "p_forcing": 0.5, "seed": 7}),
+    ({"residual": False}, {}, {"context": 3, "p_forcing": 0.25, "seed": 3}),
+    ({"use_state": False}, {}, {"context": 3, "p_forcing": 0.25, "seed": 3}),
+    ({"activation": "relu"}, {}, {"context": 8, "p_forcing": 0.5, "seed": 3}),
+    ({"depth": 1}, {"hypernet": False}, {"context": 3, "p_forcing": 0.25, "seed": 3}),
+])
+def test_fused_run_gradients_equal_plain_autograd(root_kw, model_kw, run_kw, monkeypatch):
+    torch.manual_seed(0)
+    root = MLPRoot(2, **{"width": 8, "depth": 2, **root_kw})
+    m = WARP(2, root, hyper_width=16, **model_kw).double()
+    with torch.no_grad():  # (a small move: a relu root's rollout grows without bound)
+        m.transition.A.add_(0.02 * torch.randn_like(m.transition.A))
+        m.B.normal_(0.0, 0.03)
+    assert _uses_fused(m, monkeypatch, **run_kw)
+    _assert_same(m, **run_kw)
+
+
+def test_fused_run_needs_a_differentiated_activation_and_plain_outputs(monkeypatch):
+    # what only the plain path can do: another activation, a predicted std, a diff on the
+    # predictions, every step's weights
+    for root_kw, model_kw in [({"activation": "gelu"}, {}), ({"probabilistic": True}, {}),
+                              ({}, {"diff": "prediction"}), ({}, {"transition": "diagonal"})]:
+        m = WARP(2, MLPRoot(2, width=8, **root_kw), hyper_width=16, **model_kw).double()
+        assert not _uses_fused(m, monkeypatch, context=3, p_forcing=0.25, seed=1)
+    m = _model()
+    x, t = _data()
+    from warpphys import fused
+    assert fused.applies(m, x, keep_theta=False)
+    assert not fused.applies(m, x, keep_theta=True)
+    with torch.no_grad():
+        assert not fused.applies(m, x, keep_theta=False)
+
+
+def test_fused_run_in_float32_is_as_close_to_float64_as_plain_autograd():
+    # the issue's root (23 x 2) on smooth data; in float64, fused and plain agree to round-off
+    # (above), so float64 is the reference for both float32 paths
+    torch.manual_seed(0)
+    m = WARP(2, MLPRoot(2, width=23, depth=2), hyper_width=32)
+    with torch.no_grad():
+        m.transition.A.add_(0.002 * torch.randn_like(m.transition.A))
+        m.B.normal_(0.0, 0.01)
+    g = torch.Generator().manual_seed(1)
+    t = torch.linspace(0.0, 1.0, 40)
+    phase, omega = 6 * torch.rand(16, 1, generator=g), 2 + 4 * torch.rand(16, 1, generator=g)
+    x = torch.stack([torch.sin(omega * t + phase), torch.cos(omega * t + phase)], -1)
+    grads = {}
+    for dtype, fast in [(torch.float64, False), (torch.float32, False), (torch.float32, True)]:
+        m.to(dtype).fast_recurrence = fast
+        m.zero_grad(set_to_none=True)
+        m.training_loss(x.to(dtype), t.to(dtype), context=8, p_forcing=0.25,
+                        generator=torch.Generator().manual_seed(2))["loss"].backward()
+        grads[dtype, fast] = {n: p.grad.double() for n, p in m.named_parameters()}
+    for name, ref in grads[torch.float64, False].items():
+        err = {fast: float((grads[torch.float32, fast][name] - ref).abs().max() / ref.abs().max())
+               for fast in (False, True)}
+        assert err[True] < 4 * err[False] + 1e-6, (name, err)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from warpphys import fused
 from warpphys.interface import Model, Normalizer, Output  # noqa: F401  (Normalizer re-exported)
 from warpphys.roots import Root, build_root
 
@@ -302,7 +303,8 @@ class WARP(Model):
             about them) instead of re-reading them from weights driven by those predictions.
     """
 
-    #: train a dense A through the fused recurrence (:class:`_DenseRecurrence`); False: plain
+    #: train a dense A through the fused recurrence (:class:`_DenseRecurrence`), and a black
+    #: box's autoregressive run as one autograd node (:mod:`warpphys.fused`); False: plain
     #: autograd through every step (same numbers up to rounding; for tests and comparisons)
     fast_recurrence: bool = True
 
@@ -407,8 +409,10 @@ class WARP(Model):
         x_in = xs[0]
         prev_est = x_in
         means, stds, thetas = [], [], []
-        if p_forcing > 0:
-            force = self.forcing_mask(B, T, p_forcing, generator, xn.device)
+        force = (self.forcing_mask(B, T, p_forcing, generator, xn.device) if p_forcing > 0
+                 else None)
+        if self.fast_recurrence and fused.applies(self, xn, keep_theta):
+            return Output(fused.rollout(self, xn, tau, context, force))
         frozen = None
         step = self.transition.stepper(self.B, T - 2, fast=self.fast_recurrence)
         for s in range(T - 1):
