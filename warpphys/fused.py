@@ -27,12 +27,13 @@ from warpphys.roots import MLPRoot
 
 
 def applies(model, xn: torch.Tensor, keep_theta) -> bool:
-    """Whether ``model.run`` may take the fused path: a dense A and an MLP root whose
-    activation :meth:`~warpphys.roots.BatchedMLP.backward` differentiates, the ordinary input
+    """Whether ``model.run`` may take the fused path: a dense A and an MLP root of an
+    activation in :data:`_ACTIVATIONS`, the ordinary input
     differences (no lift), a gradient to form, and nothing asked that only the plain path keeps
     (the weights of every step, a predicted std, a gradient of the data)."""
     root, A = model.root, getattr(model.transition, "A", None)
-    return (isinstance(root, MLPRoot) and not root.probabilistic and root.mlp.has_backward
+    return (isinstance(root, MLPRoot) and not root.probabilistic
+            and root.mlp.activation in _ACTIVATIONS
             and model.transition.kind == "dense" and model.diff == "input"
             and model.lift == "none" and not keep_theta and torch.is_grad_enabled()
             and A is not None and not xn.requires_grad
@@ -49,35 +50,53 @@ def rollout(model, xn: torch.Tensor, tau: torch.Tensor, context: int,
                           model.root)
 
 
+#: activation -> (in place, and the gradient of its input from that of its output g and the
+#: output y): tanh' = 1 - y^2, relu' = [y > 0]
+_ACTIVATIONS = {
+    "tanh": (torch.tanh_, lambda g, y: torch.addcmul(g, g * y, y, value=-1.0)),
+    "relu": (torch.relu_, lambda g, y: g * (y > 0)),
+}
+
+
 class _Rollout(torch.autograd.Function):
+    """Tapes over the steps s: ``Z[s] = [theta_s, dx_s, 0]`` (the recurrence's GEMM input;
+    theta_{s+1} is written into ``Z[s + 1]`` by that GEMM), ``H[s] = [tau_{s+1}, x_in_s]`` (the
+    root's input), every hidden layer's output, and in the backward ``G[s]``, the gradient of
+    theta_s. The root's layers are views of these tapes (``BatchedMLP.layers``), so that a
+    step is a few selections, batched matmuls and element-wise operations."""
+
     @staticmethod
     def forward(ctx, theta0, A, B, xn, tau, force, context, root):
         nb, d, D, steps = xn.shape[0], root.dim, A.shape[0], tau.shape[0] - 1
+        mlp, (activate, _) = root.mlp, _ACTIVATIONS[root.mlp.activation]
         # [A, B]^T with its inner dimension padded with zeros to a multiple of 64 (MKL's GEMMs
-        # are faster there), and the tape of every step's GEMM input z_s = [theta_s, dx_s, 0]
+        # are faster there)
         width = -(-(D + d) // 64) * 64
         Wt = A.new_zeros(width, D)
         Wt[:D] = A.detach().t()
         Wt[D:D + d] = B.detach().t()
         Z = theta0.new_empty(steps, nb, width)
         Z[..., D:] = 0
-        # the root's input [tau_{s+1}, x_in_s] of every step; X: the fed states x_in_s
+        Z[0, :, :D] = theta0
         H = theta0.new_empty(steps, nb, 1 + (d if root.use_state else 0))
         H[..., 0] = tau[1:, None]
-        X = H[..., 1:] if root.use_state else theta0.new_empty(steps, nb, d)
+        X = H[..., 1:] if root.use_state else theta0.new_empty(steps, nb, d)  # x_in_s
         X[0] = xn[:, 0]
         # where x_in_s is the prediction mean_{s-1} (1) rather than a true state (0)
         fed = theta0.new_zeros(steps, nb, 1)
         if steps > context:
             fed[context:] = 1.0 if force is None else ~force[:, context:steps, None].transpose(0, 1)
+        hidden = [theta0.new_empty(steps, nb, o, 1) for o, _ in mlp.shapes[:-1]]
+        layers = [(w, b.unsqueeze(-1)) for w, b in mlp.layers(Z)]
         means = theta0.new_empty(nb, steps, d)
-        kept = []  # the root's layer inputs of every step
-        theta = theta0.detach()
         for s in range(steps):
-            Z[s, :, :D] = theta
-            layers = []
-            out = root.mlp(theta, H[s], keep=layers)
-            kept.append(layers)
+            h = H[s].unsqueeze(-1)
+            for j, (w, b) in enumerate(layers):  # as BatchedMLP.forward
+                if j < len(hidden):
+                    h = activate(torch.baddbmm(b[s], w[s], h, out=hidden[j][s]))
+                else:
+                    h = torch.baddbmm(b[s], w[s], h)
+            out = h.squeeze(-1)
             mean = torch.add(X[s], out, out=means[:, s]) if root.residual else out
             if not root.residual:
                 means[:, s] = out
@@ -90,41 +109,49 @@ class _Rollout(torch.autograd.Function):
             else:
                 X[s + 1] = mean
             torch.sub(X[s + 1], X[s], out=Z[s, :, D:D + d])
-            theta = Z[s] @ Wt
+            torch.mm(Z[s], Wt, out=Z[s + 1, :, :D])
         ctx.save_for_backward(A, B)
-        ctx.tape = Z, kept, fed, root
+        ctx.tape = Z, H, hidden, fed, root
         return means
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_means):
         A, B = ctx.saved_tensors
-        Z, kept, fed, root = ctx.tape  # (kept: a graph may be differentiated again)
+        Z, H, hidden, fed, root = ctx.tape  # (kept: a graph may be differentiated again)
         steps, nb, width = Z.shape
         D, d = A.shape[0], root.dim
         A, B = A.detach(), B.detach()
-        # G[s]: the gradient of theta_{s+1}; g_fed: that of the state fed after step s
-        G = g_means.new_empty(steps - 1, nb, D)
-        g_theta0 = g_means.new_empty(nb, D)
-        g_fed = g_dx = None
+        _, back_through = _ACTIVATIONS[root.mlp.activation]
+        G = g_means.new_empty(steps, nb, D)
+        weights = [w.transpose(-1, -2) for w, _ in root.mlp.layers(Z)]  # W^T of every layer
+        grads = root.mlp.layers(G)
+        inputs = [H.unsqueeze(-1)] + hidden  # every layer's input, (steps, nb, in, 1)
+        g_fed = g_dx = None  # the gradients of x_in_{s+1} and of dx_s
         for s in range(steps - 1, -1, -1):
             g_mean = g_means[:, s]
             if s < steps - 1:  # theta_{s+1} = A theta_s + B (x_in_{s+1} - x_in_s)
-                g_dx = G[s] @ B
+                g_dx = G[s + 1] @ B
                 # the prediction, where it was fed on, receives the fed state's gradient
                 g_mean = torch.addcmul(g_mean, fed[s + 1], g_fed + g_dx)
-            g_theta = G[s - 1] if s > 0 else g_theta0
-            g_h = root.mlp.backward(Z[s, :, :D], kept[s], g_mean, g_theta)
+            g = g_mean.unsqueeze(-1)
+            for j in range(len(weights) - 1, -1, -1):  # the root, layer by layer
+                a = inputs[j][s]
+                torch.mul(g, a.transpose(1, 2), out=grads[j][0][s])
+                grads[j][1][s] = g.squeeze(-1)
+                g = torch.bmm(weights[j][s], g)
+                if j > 0:
+                    g = back_through(g, a)
             if s < steps - 1:
-                g_theta.addmm_(G[s], A)
+                G[s].addmm_(G[s + 1], A)
             # the gradient of x_in_s: as the root's input, through the residual, and in dx
-            g_fed = g_h[:, 1:] if root.use_state else torch.zeros_like(g_mean)
+            g_fed = g[:, 1:, 0] if root.use_state else torch.zeros_like(g_mean)
             if root.residual:
                 g_fed = g_fed + g_mean
             if s < steps - 1:
                 g_fed = g_fed - g_dx
         # the gradient of [A, B]: sum over steps and trajectories of g_{s+1} z_s^T, one GEMM
-        grad_W = G.reshape(-1, D).t() @ Z[: steps - 1].reshape(-1, width)
-        return (g_theta0, grad_W[:, :D] if ctx.needs_input_grad[1] else None,
+        grad_W = G[1:].reshape(-1, D).t() @ Z[:-1].reshape(-1, width)
+        return (G[0], grad_W[:, :D] if ctx.needs_input_grad[1] else None,
                 grad_W[:, D:D + d] if ctx.needs_input_grad[2] else None,
                 None, None, None, None, None)

@@ -69,12 +69,6 @@ def _activation(name: str):
     return acts[name]
 
 
-#: the gradient g of an activation's input from that of its output, given the output y (for
-#: :meth:`BatchedMLP.backward`): tanh' = 1 - y^2, relu' = [y > 0]
-_BACK_THROUGH = {"tanh": lambda g, y: torch.addcmul(g, g * y, y, value=-1.0),
-                 "relu": lambda g, y: g * (y > 0)}
-
-
 class BatchedMLP(nn.Module):
     """An MLP evaluated with a different flat weight vector per batch row.
 
@@ -100,48 +94,30 @@ class BatchedMLP(nn.Module):
             parts += [w.flatten(), torch.zeros(o)]
         return torch.cat(parts)
 
-    def forward(self, theta: torch.Tensor, h: torch.Tensor,
-                keep: list | None = None) -> torch.Tensor:
-        """theta: (..., D), h: (..., in) -> (..., out); leading dims are broadcast-free equal.
-        ``keep``: a list that receives every layer's input (for :meth:`backward`)."""
+    def forward(self, theta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """theta: (..., D), h: (..., in) -> (..., out); leading dims are broadcast-free equal."""
         lead = h.shape[:-1]
         theta = theta.reshape(-1, theta.shape[-1])
         h = h.reshape(-1, h.shape[-1])
         # one split (its backward is one concatenation) instead of a slice per weight and bias
         parts = theta.split(self._split_sizes, -1)
         for j, (o, i) in enumerate(self.shapes):
-            if keep is not None:
-                keep.append(h)
             w, b = parts[2 * j].view(-1, o, i), parts[2 * j + 1]
             h = torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1)
             if j < len(self.shapes) - 1:
                 h = self._act(h)
         return h.reshape(*lead, h.shape[-1])
 
-    @property
-    def has_backward(self) -> bool:
-        """Whether :meth:`backward` can differentiate this activation."""
-        return self.activation in _BACK_THROUGH
-
-    def backward(self, theta: torch.Tensor, inputs: list, g: torch.Tensor,
-                 grad_theta: torch.Tensor) -> torch.Tensor:
-        """The vector-Jacobian product of :meth:`forward`, written out (no autograd graph).
-
-        ``theta (B, D)``, ``inputs``: the layer inputs that ``forward(theta, h, keep)`` kept,
-        ``g (B, out)``: the gradient of the output. Writes the gradient of the weights into
-        ``grad_theta (B, D)`` and returns that of the input ``h (B, in)``."""
-        back_through = _BACK_THROUGH[self.activation]
-        parts = theta.split(self._split_sizes, -1)
-        grads = grad_theta.split(self._split_sizes, -1)
-        for j in reversed(range(len(self.shapes))):
-            o, i = self.shapes[j]
-            a = inputs[j]
-            torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=grads[2 * j].view(-1, o, i))
-            grads[2 * j + 1].copy_(g)
-            g = torch.bmm(g.unsqueeze(1), parts[2 * j].view(-1, o, i)).squeeze(1)
-            if j > 0:  # a = act(the previous layer's output)
-                g = back_through(g, a)
-        return g
+    def layers(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Views ``(W (..., out, in), b (..., out))`` of every layer in ``flat (..., >= D)``,
+        whose last dimension holds flat weight vectors in this network's layout (weights or
+        their gradients; for :mod:`warpphys.fused`, which keeps them on tapes over time)."""
+        views, start = [], 0
+        for o, i in self.shapes:
+            views.append((flat[..., start:start + o * i].unflatten(-1, (o, i)),
+                          flat[..., start + o * i:start + o * i + o]))
+            start += o * i + o
+        return views
 
 
 class MLPRoot(Root):
