@@ -27,10 +27,10 @@ from warpphys.roots import MLPRoot
 
 
 def applies(model, xn: torch.Tensor, keep_theta) -> bool:
-    """Whether ``model.run`` may take the fused path: a dense A and an MLP root of an
-    activation in :data:`_ACTIVATIONS`, the ordinary input
-    differences (no lift), a gradient to form, and nothing asked that only the plain path keeps
-    (the weights of every step, a predicted std, a gradient of the data)."""
+    """Whether ``model.run`` may take the fused path: a dense A, an MLP root of an activation
+    in :data:`_ACTIVATIONS`, the ordinary input differences (no lift), a gradient to form, and
+    nothing asked that only the plain path keeps (the weights of every step, a predicted std, a
+    gradient of the data)."""
     root, A = model.root, getattr(model.transition, "A", None)
     return (isinstance(root, MLPRoot) and not root.probabilistic
             and root.mlp.activation in _ACTIVATIONS
@@ -150,8 +150,10 @@ class _Rollout(torch.autograd.Function):
                 g_fed = g_fed + g_mean
             if s < steps - 1:
                 g_fed = g_fed - g_dx
-        # the gradient of [A, B]: sum over steps and trajectories of g_{s+1} z_s^T, one GEMM
-        grad_W = G[1:].reshape(-1, D).t() @ Z[:-1].reshape(-1, width)
-        return (G[0], grad_W[:, :D] if ctx.needs_input_grad[1] else None,
-                grad_W[:, D:D + d] if ctx.needs_input_grad[2] else None,
-                None, None, None, None, None)
+        grad_A = grad_B = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # sum over steps and trajectories of g_{s+1} [theta_s, dx_s]^T: one GEMM
+            grad_W = G[1:].reshape(-1, D).t() @ Z[:-1].reshape(-1, width)
+            grad_A, grad_B = grad_W[:, :D], grad_W[:, D:D + d]
+        return (G[0], grad_A if ctx.needs_input_grad[1] else None,
+                grad_B if ctx.needs_input_grad[2] else None, None, None, None, None, None)
