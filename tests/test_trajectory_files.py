@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,28 @@ def test_a_bare_array_of_states_is_refused_with_the_line_that_converts_it(tmp_pa
         Trajectories.load(tmp_path / "lv.npz")
     _run_suggested_command(str(err.value), tmp_path)
     np.testing.assert_array_equal(Trajectories.load(tmp_path / "lv_traj.npz").x, x)
+
+
+def test_an_archive_of_several_state_arrays_names_each_with_its_shape(tmp_path):
+    # the WARP authors' Lotka-Volterra files hold 'full' and 'clipped' (N, T, d) arrays
+    x = np.ones((4, 6, 2))
+    np.savez(tmp_path / "lv.npz", full=x, clipped=x, mask=np.ones((4, 6)))
+    with pytest.raises(DataError) as err:
+        Trajectories.load(tmp_path / "lv.npz")
+    message = str(err.value)
+    assert "'clipped' has shape (4, 6, 2); 'full' has shape (4, 6, 2)" in message
+    assert "'mask' has shape" not in message  # not shaped like states
+    assert "check which holds the states" in message
+
+
+def test_an_unreadable_extra_member_does_not_stop_a_valid_file(tmp_path):
+    path = tmp_path / "extra.npz"
+    np.savez(path, t=np.linspace(0, 1, 5), x=np.ones((2, 5, 2)))
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("junk.npy", b"not an array header")
+    with pytest.warns(UserWarning, match="ignoring unknown keys"):
+        traj = Trajectories.load(path)
+    assert traj.x.shape == (2, 5, 2)
 
 
 class _Payload:

@@ -243,8 +243,17 @@ class Trajectories:
             ) from None
         if "x" not in raw:
             keys = sorted(k for k in raw if k != _UNREAD) + sorted(raw[_UNREAD])
-            convert = (f"; if {keys[0]!r} holds the states, with times evenly spaced on "
-                       f"[0, 1]: {_convert_command(path, keys[0])}" if keys else "")
+            # arrays shaped like states (N, T, d), e.g. the WARP authors' Lotka-Volterra
+            # files, which hold 'full' and 'clipped' ones: named with their shapes
+            states = sorted(k for k, shape in raw[_UNREAD].items()
+                            if shape is not None and len(shape) == 3)
+            shown = "; ".join(f"{k!r} has shape {raw[_UNREAD][k]}" for k in states)
+            first = states[0] if states else (keys[0] if keys else None)
+            convert = (f"; if {first!r} holds the states, with times evenly spaced on "
+                       f"[0, 1]: {_convert_command(path, first)}" if first else "")
+            if len(states) > 1:
+                convert = (f" ({shown}: check which holds the states as they evolve, then "
+                           f"name it 'x'){convert}")
             raise DataError(
                 f"{str(path)!r} has no array 'x' (keys: {keys}); a trajectory file needs "
                 f"'x' of shape (N, T, d) and 't' of shape (T,){convert}"
@@ -310,20 +319,36 @@ def _text(value) -> str:
     return str(value)
 
 
+def _header(f: np.lib.npyio.NpzFile, key: str) -> tuple[tuple, np.dtype]:
+    """The shape and dtype of the array ``key`` in ``f``, from its header alone."""
+    member_name = f"{key}.npy" if f"{key}.npy" in f.zip.namelist() else key
+    with f.zip.open(member_name) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return tuple(shape), dtype
+
+
+def _shape_or_none(f: np.lib.npyio.NpzFile, key: str) -> tuple | None:
+    """The shape of an array that is not read (for messages); None where its header is not
+    that of an array (it is never needed)."""
+    try:
+        return _header(f, key)[0]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return None
+
+
 def _read_keys(f: np.lib.npyio.NpzFile, path: Path) -> dict:
-    """The arrays of :data:`KEYS` in ``f`` (the names of the others under ``_UNREAD``), each
-    refused before it is read when its header declares more data than memory can hold."""
-    raw: dict = {_UNREAD: [k for k in f.files if k not in KEYS]}
+    """The arrays of :data:`KEYS` in ``f`` (the shapes of the others by name under
+    ``_UNREAD``), each refused before it is read when its header declares more data than memory
+    can hold."""
+    raw: dict = {_UNREAD: {k: _shape_or_none(f, k) for k in f.files if k not in KEYS}}
     for key in KEYS:
         if key not in f.files:
             continue
-        member_name = f"{key}.npy" if f"{key}.npy" in f.zip.namelist() else key
-        with f.zip.open(member_name) as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        shape, dtype = _header(f, key)
         n_items = 1
         for size in shape:
             n_items *= int(size)
