@@ -113,6 +113,23 @@ def test_fused_run_gradients_equal_plain_autograd(root_kw, model_kw, run_kw, mon
     _assert_same(m, **run_kw)
 
 
+def test_fused_run_of_two_steps_leaves_the_recurrence_without_a_gradient(monkeypatch):
+    # one prediction from x_0: A and B are not used, so they get no gradient (as in autograd),
+    # not a zero one that Adam's momentum would still act on
+    from warpphys import fused
+
+    calls = []
+    real = fused.rollout
+    monkeypatch.setattr(fused, "rollout", lambda *a: calls.append(1) or real(*a))
+    m = _model()
+    x, t = _data(B=3, T=2)
+    m.zero_grad(set_to_none=True)
+    m.training_loss(x, t, context=1, p_forcing=0.0)["loss"].backward()
+    assert calls  # the fused run made the prediction
+    assert m.transition.A.grad is None and m.B.grad is None
+    assert m.hypernet[0].weight.grad is not None
+
+
 def test_fused_run_needs_a_differentiated_activation_and_plain_outputs(monkeypatch):
     # what only the plain path can do: another activation, a predicted std, a diff on the
     # predictions, every step's weights

@@ -150,8 +150,8 @@ class _Rollout(torch.autograd.Function):
                 g_fed = g_fed + g_mean
             if s < steps - 1:
                 g_fed = g_fed - g_dx
-        grad_A = grad_B = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        grad_A = grad_B = None  # (none either without a step of the recurrence, T = 2)
+        if (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) and steps > 1:
             # sum over steps and trajectories of g_{s+1} [theta_s, dx_s]^T: one GEMM
             grad_W = G[1:].reshape(-1, D).t() @ Z[:-1].reshape(-1, width)
             grad_A, grad_B = grad_W[:, :D], grad_W[:, D:D + d]
