@@ -300,3 +300,23 @@ def test_a_context_of_one_step_is_refused_for_physics_models(phys_run, user_file
         with pytest.raises(api.DataError, match=words):
             call()
     assert not (tmp_path / "new").exists()
+
+
+def test_reading_the_one_pass_estimate_after_another_context_is_warned_of(phys_run, user_file,
+                                                                          fitted_run):
+    """The read-out trains mostly at the end of the run's context (context_share): evaluate
+    and predict say so when asked for another context; not at the run's own, nor for a black
+    box."""
+    import warnings
+
+    traj = Trajectories.load(user_file)
+    fitted = api.load(phys_run)
+    words = r"--context 8: .* trained mostly at the end of its 5-step context .* --context 8"
+    with pytest.warns(UserWarning, match=words):
+        fitted.evaluate(traj, context=8)
+    with pytest.warns(UserWarning, match=words):
+        fitted.predict(traj, 8, horizon=2, estimate="amortised")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(traj, 5, horizon=2, estimate="amortised")
+        api.load(fitted_run).predict(traj, 8, horizon=2)

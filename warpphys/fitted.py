@@ -192,7 +192,22 @@ class FittedModel:
         """The context (the run's by default), checked against ``traj`` once."""
         K = self.context if context is None else _count(context, "--context")
         self._check(traj, K)
+        self._warn_context(K)
         return K
+
+    def _warn_context(self, context: int) -> None:
+        """Warn when the one-pass estimate is read after another number of steps than the
+        context its read-out trained at (most of its batches score the end of the run's
+        context: ``context_share``)."""
+        root = getattr(self.model, "root", None)
+        if (context != self.context and getattr(root, "param_head", False)
+                and getattr(root, "context_share", 0.0) > 0):
+            warnings.warn(f"--context {context}: this run's one-pass (amortised) estimate was "
+                          f"trained mostly at the end of its {self.context}-step context and is "
+                          f"less accurate after {context} steps (on the pendulum 2-7x the "
+                          f"parameter error); the refined estimate refines it on the context. "
+                          f"To read after {context} steps, fit with --context {context}",
+                          stacklevel=3)
 
     @staticmethod
     def _horizon(traj: Trajectories, K: int, horizon: int | None) -> int:
@@ -229,6 +244,7 @@ class FittedModel:
         self._check_param_context(K)
         if traj.dim != self.model.dim:
             self._check(traj, K)
+        self._warn_context(K)
         H = self._horizon(traj, K, horizon)
         check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
                      f"predicting {traj.n} trajectories over {K + H} steps",
