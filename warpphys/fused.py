@@ -103,9 +103,8 @@ class _Rollout(torch.autograd.Function):
                 else:
                     h = torch.baddbmm(b[s], w[s], h)
             out = h.squeeze(-1)
-            mean = torch.add(X[s], out, out=means[:, s]) if root.residual else out
-            if not root.residual:
-                means[:, s] = out
+            mean = (torch.add(X[s], out, out=means[:, s]) if root.residual
+                    else means[:, s].copy_(out))
             if s == steps - 1:
                 break
             if s + 1 < context:
