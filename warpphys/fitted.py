@@ -150,7 +150,8 @@ class FittedModel:
         return estimate
 
     # -- checks ---------------------------------------------------------------------------------
-    def _check(self, traj: Trajectories, context: int) -> None:
+    def _check(self, traj: Trajectories, context: int, *, whole: bool = False) -> None:
+        """``whole``: the context may be the whole file (a rollout past its end, predict)."""
         _check_trajectories(traj)
         self._warn_spacing(traj)
         if traj.dim != self.model.dim:
@@ -158,7 +159,11 @@ class FittedModel:
                 f"the data have state size d = {traj.dim} but the model was trained on d = "
                 f"{self.model.dim}"
             )
-        if not 1 <= context < traj.n_times:
+        if whole and not 1 <= context <= traj.n_times:
+            raise DataError(
+                f"--context {context} must be between 1 and the sequence length {traj.n_times}"
+            )
+        if not whole and not 1 <= context < traj.n_times:
             raise DataError(
                 f"--context {context} must be at least 1 and smaller than the sequence length "
                 f"T = {traj.n_times}"
@@ -188,10 +193,11 @@ class FittedModel:
                            f"{self.info.get('model')!r} has none; fit a physics model "
                            f"(--model warp-phys) for it")
 
-    def _context(self, traj: Trajectories, context: int | None) -> int:
-        """The context (the run's by default), checked against ``traj`` once."""
+    def _context(self, traj: Trajectories, context: int | None, *, whole: bool = False) -> int:
+        """The context (the run's by default), checked against ``traj`` once (``whole``: see
+        :meth:`_check`)."""
         K = self.context if context is None else _count(context, "--context")
-        self._check(traj, K)
+        self._check(traj, K, whole=whole)
         self._warn_context(K)
         return K
 
@@ -234,17 +240,7 @@ class FittedModel:
         if keep_theta and estimate is None:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
-        _check_trajectories(traj)
-        self._warn_spacing(traj)
-        K = self.context if context is None else _count(context, "--context")
-        if not 1 <= K <= traj.n_times:
-            raise DataError(
-                f"--context {K} must be between 1 and the sequence length {traj.n_times}"
-            )
-        self._check_param_context(K)
-        if traj.dim != self.model.dim:
-            self._check(traj, K)
-        self._warn_context(K)
+        K = self._context(traj, context, whole=True)
         H = self._horizon(traj, K, horizon)
         check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
                      f"predicting {traj.n} trajectories over {K + H} steps",
