@@ -9,7 +9,8 @@
   (DOP853 at rtol 1e-12, the tightest it takes in reasonable time; still less accurate than the
   default, so the ratio is conservative). Errors against ``torch.linalg.matrix_exp``.
 - ``sim_pendulum_speedup_vs_scipy``: the same for the (nonlinear) pendulum's test split at its
-  default accuracy (batched dopri5 in float64) against DOP853 at the tolerance that matches it.
+  default accuracy (``dopri8_uniform`` in float64, rtol 1e-9) against DOP853 at the tolerance
+  that matches it.
 - ``evaluate_seconds``: ``warpphys evaluate`` of a 2-epoch WARP-Phys run on 4096 MSD test
   trajectories, refinement included (wall time of the command; the files are made first).
 - ``threads``: a few training steps at the package's default sizes in fresh processes, with the
@@ -91,9 +92,9 @@ def sim_default(n: int = 4096, n_steps: int = 256, *, scipy_n: int = 64,
 
 
 def sim_pendulum(n: int = 4096, *, scipy_n: int = 64, repeats: int = 2) -> dict:
-    """``systems.simulate`` of the pendulum's test split at its default accuracy (dopri5,
-    float64, rtol 1e-9) against a loop of scipy DOP853 at the tolerance that matches that
-    accuracy on the timed trajectories; errors against DOP853 at rtol 1e-13."""
+    """``systems.simulate`` of the pendulum's test split at its default accuracy
+    (``dopri8_uniform``, float64, rtol 1e-9) against a loop of scipy DOP853 at the tolerance
+    that matches that accuracy on the timed trajectories; errors against DOP853 at rtol 1e-13."""
     import systems
     from benchmarks.sim_speed import component_error, scipy_loop
 

@@ -13,9 +13,19 @@ from torchdiffeq import odeint
 from ._base import System, SystemInputError
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_METHODS = ("rk4", "dopri5_fixed", "midpoint", "euler", "explicit_adams", "implicit_adams")
-#: "exact": the system's closed form (linear systems); "auto": that where it exists, else dopri5
-METHODS = ("auto", "exact", *ADAPTIVE_METHODS, *FIXED_METHODS)
+#: equal steps in every sample interval, as many as every step's error test needs (see simulate)
+UNIFORM_METHODS = ("dopri8_uniform",)
+FIXED_METHODS = ("rk4", "dopri5_fixed", "dopri8_fixed", "midpoint", "euler", "explicit_adams",
+                 "implicit_adams")
+#: methods stepped by :func:`_runge_kutta` with the Butcher tableau of a torchdiffeq method
+TABLEAU_OF = {"dopri5_fixed": "dopri5", "dopri8_fixed": "dopri8", "dopri8_uniform": "dopri8"}
+#: "exact": the system's closed form (linear systems); "auto": that where it exists, else
+#: dopri8_uniform
+METHODS = ("auto", "exact", *UNIFORM_METHODS, *ADAPTIVE_METHODS, *FIXED_METHODS)
+#: most steps dopri8_uniform takes over a whole run before it hands over to adaptive dopri5
+MAX_UNIFORM_STEPS = 20_000
+#: sample intervals on which dopri8_uniform finds its step before the whole run
+PROBE_INTERVALS = 16
 
 
 def has_closed_form(system: System) -> bool:
@@ -27,6 +37,12 @@ def _max_norm(ratio: torch.Tensor) -> torch.Tensor:
     # Step control on the worst trajectory, so that every trajectory meets the tolerance
     # (torchdiffeq's default RMS norm would let a few stiff trajectories hide behind the rest).
     return ratio.abs().max()
+
+
+def substep_counts(gaps: torch.Tensor, step_size: float) -> torch.Tensor:
+    """Steps per sample interval: ``ceil(|gap| / step_size)``, at least 1 (long tensor)."""
+    # The small slack keeps an interval of exactly k steps (up to rounding) at k, not k + 1.
+    return torch.ceil(gaps.abs() / step_size - 1e-9).clamp(min=1).long()
 
 
 def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
@@ -41,13 +57,119 @@ def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
     if len(t) < 2:
         return t
     gaps = t[1:] - t[:-1]
-    # The small slack keeps an interval of exactly k steps (up to rounding) at k, not k + 1.
-    counts = torch.ceil(gaps.abs() / step_size - 1e-9).clamp(min=1).long()
+    counts = substep_counts(gaps, step_size)
     interval = torch.repeat_interleave(torch.arange(len(gaps), device=t.device), counts)
     starts = torch.cumsum(counts, 0) - counts
     within = torch.arange(len(interval), device=t.device) - starts[interval]
     inner = t[:-1][interval] + gaps[interval] * (within.to(t.dtype) / counts[interval].to(t.dtype))
     return torch.cat([inner, t[-1:]])
+
+
+def _tableau(method: str, dtype, device, *, error: bool):
+    """The Butcher tableau of torchdiffeq's explicit Runge-Kutta ``method``: stage matrix a
+    (S, S), nodes c (S,), solution weights b (S,) and error weights e (S,), as many stages S as
+    the step needs (a last stage that only the next step's first would repeat is dropped, and
+    kept where ``error`` and the error estimate uses it)."""
+    from torchdiffeq._impl.odeint import SOLVERS  # the tableaux torchdiffeq steps with
+
+    tab = SOLVERS[method].tableau
+    f64 = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731 (lists or tensors)
+    n = len(tab.alpha) + 1
+    a = torch.zeros(n, n, dtype=torch.float64)
+    for i, row in enumerate(tab.beta):
+        a[i + 1, :len(row)] = f64(row)
+    c = torch.cat([torch.zeros(1, dtype=torch.float64), f64(tab.alpha)])
+    b, e = f64(tab.c_sol), f64(tab.c_error)
+    if b[-1] == 0 and not (error and e[-1] != 0):
+        n -= 1
+    return tuple(v[..., :n].to(dtype=dtype, device=device) for v in (a[:n], c, b, e))
+
+
+def _runge_kutta(system, t, x0, params, method, counts, tolerance=None):
+    """An explicit Runge-Kutta method with the tableau of torchdiffeq's ``method``, taking
+    ``counts[i]`` equal steps in the sample interval from ``t[i]`` to ``t[i+1]``, so that the
+    states are computed at the sample times. The batch is one flat state: each stage is one
+    vector-field call and one matrix-vector product with the earlier stages, which is what keeps
+    the per-step cost of a batched high-order method low.
+
+    ``tolerance`` (rtol, atol): also the largest ratio, over every step and state, of the
+    method's embedded error estimate to ``atol + rtol * max(|y0|, |y1|)`` (torchdiffeq's error
+    test, in its max norm): at most 1 where every step passes it. Returns (x (B, T, d), that
+    ratio as a 0-dim tensor or None).
+    """
+    a, c, b, e = _tableau(method, x0.dtype, x0.device, error=tolerance is not None)
+    n_stages = len(c)
+    shape = x0.shape
+    stages = x0.new_empty(n_stages, x0.numel())
+    out = x0.new_empty(len(t), x0.numel())
+    out[0] = x0.reshape(-1)
+    y = out[0]
+    worst = x0.new_zeros(())
+
+    def f(time, state):
+        return system.vector_field(time, state.view(shape), params).reshape(-1)
+
+    for i, n in enumerate(counts.tolist()):
+        h = (t[i + 1] - t[i]) / n
+        ah, bh, eh = a * h, b * h, e * h
+        for s in range(n):
+            times = t[i] + (s + c) * h  # the stage times, (S,)
+            stages[0] = f(times[0], y)
+            for j in range(1, n_stages):
+                stages[j] = f(times[j], torch.addmv(y, stages[:j].T, ah[j, :j]))
+            y1 = torch.addmv(y, stages.T, bh)
+            if tolerance is not None:
+                rtol, atol = tolerance
+                scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
+                worst = torch.maximum(worst, ((eh @ stages).abs_() / scale).max())
+            y = y1
+        out[i + 1] = y
+    x = out.view(len(t), *shape).transpose(0, 1).contiguous()
+    return x, (worst if tolerance is not None else None)
+
+
+def _dopri8_uniform(system, t, x0, params, rtol, atol):
+    """dopri8 on equal steps within each sample interval, every step's error test passed; None
+    where that would take steps too short or the vector field is not smooth enough for it.
+
+    The step is found on the first PROBE_INTERVALS sample intervals (one step per smallest
+    interval to begin with): where a step fails the test, the run is repeated with steps
+    shortened by the error's eighth root (dopri8's error estimate grows as h^8 on a smooth
+    field), at least 30% shorter. Then the whole run; where it fails, the same again. Past
+    MAX_UNIFORM_STEPS steps, or where shorter steps do not shrink the error at least as h^4
+    (a kink in the field, as quadratic drag has at zero speed, where only a few steps need to
+    be short), None: the caller hands over to an adaptive method.
+    """
+    gaps = t[1:] - t[:-1]
+    probe = min(len(gaps), PROBE_INTERVALS)
+    h = float(gaps.abs().min())
+    spans = [probe] * 6 + [len(gaps)] * 3 if probe < len(gaps) else [len(gaps)] * 6
+    last = None  # (span, h, ratio) of the last failed run
+    i = 0
+    while i < len(spans):
+        span = spans[i]
+        counts = substep_counts(gaps[:span], h)
+        if int(counts.sum()) * len(gaps) / span > MAX_UNIFORM_STEPS:
+            return None
+        x, worst = _runge_kutta(system, t[:span + 1], x0, params, "dopri8", counts,
+                                (rtol, atol))
+        ratio = float(worst)  # (one synchronisation per run)
+        if ratio <= 1.0:
+            if span == len(gaps):
+                return x
+            i = spans.index(len(gaps))  # the probe passed: the whole run at this step
+            continue
+        if not math.isfinite(ratio):
+            h *= 0.25
+        else:
+            if last is not None and last[0] == span and math.isfinite(last[2]):
+                order = math.log(last[2] / ratio) / math.log(last[1] / h)
+                if order < 4.0:
+                    return None
+            last = (span, h, ratio)
+            h *= min(0.9 * ratio ** (-1 / 8), 0.7)
+        i += 1
+    return None
 
 
 def simulate(
@@ -61,7 +183,7 @@ def simulate(
     atol: float | None = None,
     step_size: float | None = None,
 ) -> torch.Tensor:
-    """Integrate a whole batch in one torchdiffeq call.
+    """Integrate a whole batch at once, each trajectory with its own parameters.
 
     Args:
         system: the physical system, or its registered name.
@@ -71,12 +193,18 @@ def simulate(
             not a floating-point tensor, e.g. numpy or a list: float64 on the CPU). ``t`` and
             ``params`` may be arrays of numbers too.
         params: (B, p) physical parameters, one row per trajectory.
-        method: "auto" (default: "exact" for systems with a closed form, else "dopri5");
+        method: "auto" (default: "exact" for systems with a closed form, else
+            "dopri8_uniform"; "dopri5" where gradients must flow through the simulation);
             "exact": the system's closed form (``system.exact_solution``; round-off accuracy,
-            no step at all); or a torchdiffeq method, adaptive ("dopri5", "dopri8") or
-            fixed-step ("rk4", ...).
-        rtol, atol: tolerances of adaptive methods; default 1e-9/1e-11 in float64 and
-            1e-6/1e-8 in float32 (atol: rtol / 100 when only rtol is given).
+            no step at all); "dopri8_uniform": torchdiffeq's dopri8 tableau with the same
+            number of equal steps in every sample interval, as many as make every step of
+            every trajectory pass dopri8's error test at rtol/atol (a run in which one fails is
+            repeated with shorter steps), so that states are computed at the sample times and
+            the batch's per-step cost stays low; a torchdiffeq method, adaptive ("dopri5",
+            "dopri8") or fixed-step ("rk4", ...); or "dopri5_fixed"/"dopri8_fixed": those
+            tableaux on fixed steps. The tableau methods run without autograd.
+        rtol, atol: tolerances of adaptive methods and dopri8_uniform; default 1e-9/1e-11 in
+            float64 and 1e-6/1e-8 in float32 (atol: rtol / 100 when only rtol is given).
         step_size: largest step of fixed-step methods: every sample interval is cut into
             ``ceil(interval / step_size)`` equal steps, so that states are computed at the
             sample times, never interpolated (default: the smallest sample spacing / 8).
@@ -125,8 +253,13 @@ def simulate(
         raise SystemInputError(f"rtol is a relative error and must be below 1 (e.g. 1e-6), "
                                f"got {rtol!r}")
     asked = method
+    differentiable = torch.is_grad_enabled() and (x0.requires_grad or params.requires_grad)
     if method == "auto":
-        method = "exact" if has_closed_form(system) else "dopri5"
+        method = ("exact" if has_closed_form(system)
+                  else "dopri5" if differentiable else "dopri8_uniform")
+    if method in TABLEAU_OF and differentiable:
+        raise SystemInputError(f"{method} runs without autograd, and x0 or params require "
+                               f"gradients; use a torchdiffeq method, e.g. dopri5")
     # a setting the chosen method would ignore is refused, not silently dropped (but the
     # closed form chosen by "auto" needs no tolerance: that is only said)
     tolerance = rtol is not None or atol is not None
@@ -135,11 +268,12 @@ def simulate(
                       f"faster than any tolerance: rtol/atol are not used (method dopri5 would "
                       f"use them)", stacklevel=2)
         rtol = atol = None
-    elif tolerance and method not in ADAPTIVE_METHODS:
+    elif tolerance and method not in ADAPTIVE_METHODS + UNIFORM_METHODS:
         how = (f"{system.name} is solved by its closed form" if method == "exact"
                else f"{method} is a fixed-step method")
-        raise SystemInputError(f"rtol/atol set the accuracy of adaptive methods (dopri5, "
-                               f"dopri8, ...), but {how}; choose one, e.g. method dopri5")
+        raise SystemInputError(f"rtol/atol set the accuracy of adaptive methods (dopri8_uniform, "
+                               f"dopri5, dopri8, ...), but {how}; choose one, e.g. method "
+                               f"dopri8_uniform")
     if step_size is not None and method not in FIXED_METHODS:
         how = "takes none" if method == "exact" else "adapts its steps"
         raise SystemInputError(f"step_size sets fixed-step methods (rk4, midpoint, ...), and "
@@ -152,15 +286,25 @@ def simulate(
         return system.exact_solution(t, x0, params).contiguous()
     double = x0.dtype == torch.float64
     options = {}
-    if method in ADAPTIVE_METHODS:
+    if method in ADAPTIVE_METHODS + UNIFORM_METHODS:
         if atol is None:  # states are O(1): atol two decades below rtol
             atol = rtol * 1e-2 if rtol is not None else (1e-11 if double else 1e-8)
         rtol = rtol if rtol is not None else (1e-9 if double else 1e-6)
         options["norm"] = _max_norm
+        if method == "dopri8_uniform":
+            with torch.no_grad():
+                x = _dopri8_uniform(system, t, x0, params, rtol, atol)
+            if x is not None:
+                return x
+            method = "dopri5"  # (steps of very different lengths needed)
     else:
         rtol, atol = 1e-7, 1e-9  # unused by fixed-step solvers
         dt = float(gaps.abs().min())
         h = step_size if step_size is not None else dt / 8
+        if method in TABLEAU_OF:
+            with torch.no_grad():
+                return _runge_kutta(system, t, x0, params, TABLEAU_OF[method],
+                                    substep_counts(gaps, h))[0]
         # torchdiffeq calls this with the sample times as given (also when they decrease).
         options["grid_constructor"] = lambda func, y0, t_: substep_grid(t_, h)
 

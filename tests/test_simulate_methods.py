@@ -86,3 +86,84 @@ def test_backward_times_of_a_stiff_overdamped_flow_match_the_matrix_exponential(
 def test_bad_methods_and_tolerances_are_input_errors(kw, needle):
     with pytest.raises(systems.SystemInputError, match=needle):
         systems.sample("pendulum", 4, **kw)
+
+
+# -- dopri8_uniform (the default of nonlinear systems) and the fixed-step tableau methods ---------
+def _reference(name, n=24, n_steps=None, seed=5, split="test"):
+    sim = systems.sample(name, n, split, seed=seed, n_steps=n_steps)
+    ref = systems.simulate_scipy(systems.get_system(name), sim.t.numpy(), sim.x[:, 0].numpy(),
+                                 sim.params.numpy(), rtol=1e-13, atol=1e-15)
+    return sim, ref
+
+
+def _rel(x, ref):
+    """The worst component of the worst trajectory, relative to that component's scale."""
+    x = x.numpy() if isinstance(x, torch.Tensor) else x
+    return float((np.abs(x - ref).max(1) / np.abs(ref).max(1)).max())
+
+
+@pytest.mark.parametrize("name", ["pendulum", "lotka_volterra"])
+def test_the_default_of_nonlinear_systems_is_dopri8_on_equal_steps_at_its_tolerance(name):
+    sim, ref = _reference(name)
+    uniform = systems.simulate(name, sim.t, sim.x[:, 0], sim.params, method="dopri8_uniform")
+    torch.testing.assert_close(sim.x, uniform, rtol=0, atol=0)  # "auto" is dopri8_uniform
+    assert _rel(sim.x, ref) < 1e-8  # the default tolerance, rtol 1e-9, with a margin
+    # the tolerance is used (on samples 8 times sparser: at the files' spacing one step per
+    # sample interval, the fewest this method takes, is already within 1e-8)
+    loose = systems.simulate(name, sim.t[::8], sim.x[:, 0], sim.params, method="dopri8_uniform",
+                             rtol=1e-5)
+    assert 1e-8 < _rel(loose, ref[:, ::8]) < 1e-3
+
+
+def test_dopri8_uniform_shortens_its_steps_until_every_step_passes_the_error_test():
+    # LV sampled 16 times per unit time: one dopri8 step per sample interval is far too long
+    # (it blows up), and the states are still right at every sample
+    sim = systems.sample("lotka_volterra", 16, "test", seed=2)
+    t = sim.t[::16]
+    x = systems.simulate("lotka_volterra", t, sim.x[:, 0], sim.params)
+    one_step = systems.simulate("lotka_volterra", t, sim.x[:, 0], sim.params,
+                                method="dopri8_fixed", step_size=float(t[1] - t[0]))
+    ref = systems.simulate_scipy(systems.get_system("lotka_volterra"), t.numpy(),
+                                 sim.x[:, 0].numpy(), sim.params.numpy(), rtol=1e-13, atol=1e-15)
+    assert not _rel(one_step, ref) < 1e-3  # far off, or blown up (NaN)
+    assert _rel(x, ref) < 1e-8
+
+
+def test_dopri8_uniform_hands_a_kinked_field_to_an_adaptive_method():
+    # quadratic drag has a kink at zero speed: equal steps would all have to be as short as
+    # the few steps across a turning point, so dopri8_uniform declines and dopri5 integrates
+    sim, ref = _reference("pendulum_drag", n=8, n_steps=64)
+    assert _rel(sim.x, ref) < 1e-7
+    adaptive = systems.simulate("pendulum_drag", sim.t, sim.x[:, 0], sim.params,
+                                method="dopri5")
+    torch.testing.assert_close(sim.x, adaptive, rtol=0, atol=0)
+
+
+def test_dopri8_uniform_integrates_backward_and_in_float32():
+    sim, ref = _reference("pendulum", n=8, n_steps=48)
+    back = systems.simulate("pendulum", sim.t.flip(0), sim.x[:, -1], sim.params)
+    assert _rel(back.flip(1), ref) < 1e-7
+    single = systems.simulate("pendulum", sim.t.float(), sim.x[:, 0].float(), sim.params.float())
+    assert single.dtype == torch.float32
+    assert _rel(single.double(), ref) < 1e-4
+
+
+@pytest.mark.parametrize("method, order", [("dopri5_fixed", 5), ("dopri8_fixed", 8)])
+def test_fixed_step_tableau_methods_converge_at_their_order(method, order):
+    sim, ref = _reference("pendulum", n=8, n_steps=97, split="train")
+    dt = float(sim.t[1] - sim.t[0])
+    errs = [_rel(systems.simulate("pendulum", sim.t, sim.x[:, 0], sim.params, method=method,
+                                  step_size=dt / k), ref) for k in (1, 2)]
+    observed = np.log2(errs[0] / errs[1])  # global error ~ h^order
+    assert order - 1.0 < observed < order + 2.0, (errs, observed)
+
+
+def test_tableau_methods_refuse_gradients_and_auto_then_stays_differentiable():
+    t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    x0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    params = torch.tensor([[1.0, 0.1]], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(systems.SystemInputError, match="without autograd.*dopri5"):
+        systems.simulate("pendulum", t, x0, params, method="dopri8_uniform")
+    x = systems.simulate("pendulum", t, x0, params)  # auto: dopri5, through autograd
+    (grad,) = torch.autograd.grad(x[0, -1, 0], params)
+    assert torch.isfinite(grad).all() and float(grad[0, 0].abs()) > 0

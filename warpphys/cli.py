@@ -100,10 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable; LO:LO fixes it), e.g. --range k=2:30 --range c=0:0",
     )
     s.add_argument("--method", default="auto",
-                   help="auto (default: the closed form of linear systems, else dopri5 at "
-                        "rtol 1e-9), exact, or a torchdiffeq method: dopri5, dopri8, rk4, ...")
+                   help="auto (default: the closed form of linear systems, else "
+                        "dopri8_uniform at rtol 1e-9), exact, dopri8_uniform, a torchdiffeq "
+                        "method (dopri5, dopri8, rk4, ...), dopri5_fixed or dopri8_fixed")
     s.add_argument("--rtol", type=_positive_float,
-                   help="relative tolerance of adaptive methods (default 1e-9); larger is "
+                   help="relative tolerance of adaptive methods and dopri8_uniform (default "
+                        "1e-9); larger is "
                         "faster and less accurate")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
