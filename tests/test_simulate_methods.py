@@ -167,3 +167,17 @@ def test_tableau_methods_refuse_gradients_and_auto_then_stays_differentiable():
     x = systems.simulate("pendulum", t, x0, params)  # auto: dopri5, through autograd
     (grad,) = torch.autograd.grad(x[0, -1, 0], params)
     assert torch.isfinite(grad).all() and float(grad[0, 0].abs()) > 0
+
+
+def test_dopri8_uniform_on_hostile_grids_and_batches():
+    pend = systems.get_system("pendulum")
+    x0 = torch.tensor([[1.0, 0.5], [2.0, -1.0]], dtype=torch.float64)
+    p = torch.tensor([[1e-3, 0.1], [1.0, 0.0]], dtype=torch.float64)  # a 1 mm pendulum: 99/s
+    for t in (torch.linspace(0.0, 1.0, 11, dtype=torch.float64),  # 10 periods per sample
+              torch.tensor([0.0, 1e-3, 0.5, 3.0], dtype=torch.float64)):  # uneven spacing
+        x = systems.simulate(pend, t, x0, p)
+        ref = systems.simulate_scipy(pend, t.numpy(), x0.numpy(), p.numpy(), rtol=1e-13,
+                                     atol=1e-15)
+        assert _rel(x, ref) < 1e-7
+    empty = systems.simulate(pend, t, x0[:0], p[:0])
+    assert empty.shape == (0, 4, 2)
