@@ -88,6 +88,11 @@ def test_range_overrides_the_sampling_range(tmp_path):
         (["--system", "spring_mass", "--range", "=1:2"], "not of the form NAME=LO:HI"),
         (["--system", "spring_mass", "--range", "stiffness=1:2"], "no parameter 'stiffness'"),
         (["--system", "pendulum", "--device", "tpu"], "unknown device 'tpu'"),
+        (["--system", "pendulum", "--method", "rk4", "--step-size", "1e-9"],
+         "would take 6e+09 steps"),
+        (["--system", "pendulum", "--step-size", "0.01"], "step_size sets fixed-step methods"),
+        (["--system", "pendulum", "--method", "rk4", "--rtol", "1e-3"],
+         "rtol/atol set the accuracy of adaptive methods"),
     ],
 )
 def test_bad_requests_exit_2_with_a_message(args, message, tmp_path, capsys):
@@ -170,3 +175,14 @@ def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
     assert err == ["warpphys simulate: warning: spring_mass is solved by its closed form, exact "
                    "to round-off and faster than any tolerance: rtol/atol are not used (method "
                    "dopri5 would use them)"]
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri8_fixed"])
+def test_step_size_chooses_the_fixed_step(method, tmp_path):
+    out = tmp_path / "x.npz"
+    assert simulate("--system", "pendulum", "--n", "3", "--method", method, "--step-size",
+                    "0.0625", "--out", str(out)) == 0
+    want = systems.sample("pendulum", 3, method=method, step_size=0.0625)
+    np.testing.assert_array_equal(Trajectories.load(out).x, want.x.numpy())
+    finer = systems.sample("pendulum", 3, method=method, step_size=0.0625 / 4)
+    assert not np.array_equal(want.x.numpy(), finer.x.numpy())

@@ -105,8 +105,11 @@ def _parser() -> argparse.ArgumentParser:
                         "method (dopri5, dopri8, rk4, ...), dopri5_fixed or dopri8_fixed")
     s.add_argument("--rtol", type=_positive_float,
                    help="relative tolerance of adaptive methods and dopri8_uniform (default "
-                        "1e-9); larger is "
-                        "faster and less accurate")
+                        "1e-9); larger is faster and less accurate")
+    s.add_argument("--step-size", type=_positive_float,
+                   help="the longest step of a fixed-step method (rk4, dopri8_fixed, ...): "
+                        "each sample interval is cut into equal steps no longer than this "
+                        "(default: the sample spacing / 8)")
     s.add_argument("--out", required=True, help="output .npz file")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
     _threads_option(s)
@@ -301,7 +304,7 @@ def cmd_simulate(args) -> int:
     traj = data.simulate(
         args.system, args.n, args.split, args.seed, preset=args.preset,
         device=_device(args.device), ranges=_ranges(args.ranges), method=args.method,
-        rtol=args.rtol,
+        rtol=args.rtol, step_size=args.step_size,
     )
     try:
         traj.save(args.out)

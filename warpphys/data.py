@@ -466,7 +466,7 @@ def simulate(
     fit in memory, or when the parameters make the system so stiff or fast that the explicit
     solver would need more than :data:`MAX_SOLVER_STEPS` steps.
     """
-    check_simulation_cost(system, n, split, preset=preset, ranges=ranges)
+    check_simulation_cost(system, n, split, preset=preset, ranges=ranges, step_size=step_size)
     return Trajectories.from_simulation(
         systems.sample(system, n, split, seed, preset=preset, device=device, ranges=ranges,
                        method=method, rtol=rtol, step_size=step_size, dtype=dtype,
@@ -480,7 +480,8 @@ MAX_SOLVER_STEPS = 100_000
 
 def check_simulation_cost(system: str | None, n: int | None, split: str = "train", *,
                           preset: str | None = None,
-                          ranges: dict[str, tuple[float, float]] | None = None) -> None:
+                          ranges: dict[str, tuple[float, float]] | None = None,
+                          step_size: float | None = None) -> None:
     """Refuse a simulation that would not fit in memory, or whose explicit solver would need
     more than :data:`MAX_SOLVER_STEPS` steps (stiff or fast dynamics).
 
@@ -508,6 +509,10 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
     rho = fastest_rate(sys_, proto.initial_state.sample(4, torch.Generator().manual_seed(0)),
                        lo_hi)
     span = float(t[-1] - t[0])
+    if step_size is not None and step_size > 0 and span / step_size > MAX_SOLVER_STEPS:
+        raise ResourceError(f"step size {step_size:g} would take {span / step_size:.2g} steps "
+                            f"over t in [0, {span:g}] (budget {MAX_SOLVER_STEPS}); choose a "
+                            f"step of at least {span / MAX_SOLVER_STEPS:.2g}")
     steps = rho * span / 3.0
     if not steps <= MAX_SOLVER_STEPS:
         fast = ", ".join(f"{p.name}={lo:g}:{hi:g}" for p, (lo, hi) in zip(
