@@ -283,6 +283,8 @@ def test_fresh_data_and_the_heads_loss_steps_follow_where_the_data_come_from(tmp
     def fit(name, **kw):
         f = api.fit(epochs=2, out=tmp_path / name, figures=False, progress=False, **kw)
         assert f.model.root.loss_steps == f.info["options"]["loss_steps"]
+        # fresh data (cosine schedule): the run ends with its last weights, else its best
+        assert f.info["kept_weights"] == ("last" if f.info["fresh_data"] else "best")
         return f.info["fresh_data"], f.info["options"]["loss_steps"]
 
     assert fit("a", system="spring_mass", n_train=32, fresh_n=64) == ("protocol", 1)

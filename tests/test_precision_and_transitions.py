@@ -65,3 +65,28 @@ def test_every_transition_trains_for_both_models(fit_cli, tmp_path, user_file, m
     assert fitted.model.transition.kind == transition
     expected = "spectral" if (model, transition) == ("warp-phys", "dense") else "identity"
     assert fitted.model.transition.init == expected
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_a_run_keeps_the_best_validated_weights_or_the_last(keep, monkeypatch):
+    # validations 1.0, 0.5, 2.0: "best" ends with the weights of the second epoch, "last" with
+    # those of the third (fresh data under a cosine schedule: its annealed end)
+    torch.manual_seed(0)
+    model = WARP(2, MLPRoot(2, width=4))
+    x = torch.randn(8, 12, 2).cumsum(1) * 0.1
+    t = torch.linspace(0, 1, 12)
+    trainer = Trainer(model, TrainConfig(epochs=3, val_every=1, batch_size=4, context=3,
+                                         keep=keep, patience=0), progress=False)
+    vals, states = iter([1.0, 0.5, 2.0]), []
+
+    def validate(*_):
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(vals)
+
+    monkeypatch.setattr(trainer, "_validate", validate)
+    trainer.fit(x, t, x, t)
+    kept = states[1] if keep == "best" else states[2]
+    assert not torch.equal(states[1]["B"], states[2]["B"])  # the epochs did change the weights
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, kept[k], rtol=0, atol=0)
+    assert trainer.best_val == (0.5 if keep == "best" else 2.0)

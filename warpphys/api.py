@@ -70,7 +70,7 @@ from warpphys.rundir import (
 from warpphys.train import TrainConfig, Trainer, checkpoint_count
 
 #: the options that are training settings
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed", "max_seconds"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"context", "seed", "max_seconds", "keep"}
 
 __all__ = [
     "BASE_OPTIONS", "CONFIG_FILE", "LAST_FILE", "METRICS_FILE", "MODELS", "MODEL_CLASSES",
@@ -521,8 +521,13 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     net.fit_data_scales(train, sys_)
     net.to(dev)
     # every option that names a training setting (TrainConfig's fields), and the run's own
+    # (runs saved before the source was recorded had fresh data from their protocol only)
+    legacy = "protocol" if opts.get("fresh_data") and info["protocol"] is not None else None
+    source = info.get("fresh_data", legacy)
     cfg = TrainConfig(**{k: v for k, v in opts.items() if k in TRAIN_FIELDS},
                       context=info["context"], seed=info["seed"], max_seconds=max_seconds)
+    if source is not None and cfg.schedule == "cosine":
+        cfg.keep = "last"  # never the same data twice: the annealed end, not a noisy best
     # a second thread pays for a large dense recurrence on an idle core (--threads, or
     # OMP_NUM_THREADS, keep what the user chose)
     _threads.adapt(net.step_gemm_flops(cfg.batch_size))
@@ -547,9 +552,6 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
     xn_tr, t_tr = net.normalizer.encode(x_tr)[:, :steps], t_tr[:steps]
     x_va, t_va = _tensors(val, dev)
     resample = None
-    # (runs saved before the source was recorded had fresh data from their protocol only)
-    legacy = "protocol" if opts.get("fresh_data") and info["protocol"] is not None else None
-    source = info.get("fresh_data", legacy)
     if source is not None:
         resample = _fresh_training_data(info, net, sys_, dev, steps,
                                         train if source == "file" else None)
@@ -559,7 +561,8 @@ def _train_and_report(run_dir, info, train, val, test, dev, *, progress, figures
         warnings.warn(hist.message, stacklevel=2)
     info = {**info, "fresh_data": source, "fit_seconds": hist.seconds, "status": hist.status,
             "status_message": hist.message, "epochs_run": len(hist.epoch),
-            "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None}
+            "best_val_mse": trainer.best_val if math.isfinite(trainer.best_val) else None,
+            "kept_weights": cfg.keep}  # best_val_mse: the kept weights' validation MSE
     fitted = FittedModel(net.eval(), info, {}, run_dir, dev)
     if not main:
         return fitted

@@ -57,6 +57,10 @@ class TrainConfig:
         schedule: "plateau" (halve the lr when validation stalls) or "cosine" (decay it to
             zero over the epochs; for fresh data every epoch, where more steps always help).
         max_seconds: stop (keeping the best weights) after this much training time.
+        keep: the weights a run ends with: "best" (those of the best validation) or "last"
+            (the latest validated ones: for fresh data every epoch under a cosine schedule,
+            where nothing can overfit and the schedule ends at its smallest steps, while a
+            "best" picked among noisy validations can be a checkpoint from mid-training).
         seed: seeds model initialisation, batching and scheduled sampling.
         precision: arithmetic of the training steps (validation and evaluation stay fp32):
             "fp32"; "tf32" (CUDA only: float32 matmuls on TF32 tensor cores, 10-bit mantissa;
@@ -78,6 +82,7 @@ class TrainConfig:
     patience: int = 8
     plateau_patience: int = 3
     schedule: str = "plateau"
+    keep: str = "best"
     max_seconds: float | None = None
     seed: int = 0
     param_weight: float = 1.0
@@ -375,7 +380,7 @@ class Trainer:
                     self.history.val_mse.append(val)
                     if cfg.schedule == "plateau":
                         self.sched.step(val)
-                    if val < self.best_val:
+                    if val < self.best_val or cfg.keep == "last":
                         self.best_val, self.stale = val, 0
                         self.best_state = {k: v.detach().clone()
                                            for k, v in model.state_dict().items()}
