@@ -331,7 +331,7 @@ def test_existing_run_directory_is_refused_and_left_untouched(old_run, user_file
 
 def test_force_replaces_an_existing_run_directory(old_run, user_file, fit_cli):
     (old_run / "figures").mkdir()
-    (old_run / "figures" / "stale.png").write_bytes(b"an old figure")
+    (old_run / "figures" / "trajectories.png").write_bytes(b"an old figure of the run")
     assert fit_cli("--data", str(user_file), "--seed", "3", "--force", "--out", str(old_run)) == 0
     assert not (old_run / "figures").exists()  # the new run has --no-figures
     assert not list(old_run.parent.glob(".old.*"))  # no staging or old copy left beside it

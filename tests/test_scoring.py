@@ -14,7 +14,7 @@ import pytest
 from conftest import refused
 
 import systems
-from warpphys import api, cli, metrics
+from warpphys import api, cli, metrics, rundir
 from warpphys.data import Trajectories
 
 TWINNED = [m.key for m in metrics.METRICS if m.twins]
@@ -263,6 +263,8 @@ def test_figures_of_a_physics_model_show_both_estimates_labelled(phys_run, user_
     paths = report.write_figures(fitted, traj, tmp_path / "figures", n_show=2)
     assert {"trajectories.png", "phase_portraits.png", "error_vs_time.png",
             "param_recovery.png"} <= {p.name for p in paths}
+    # only the figures it writes are warpphys's own in a run directory (--force deletes those)
+    assert {p.name for p in paths} <= set(rundir.FIGURE_FILES)
     for name, labels in seen.items():
         assert len(labels) == 2, name
         assert any("amortised" in s for s in labels) and any("refined" in s for s in labels)

@@ -58,6 +58,7 @@ from warpphys.rundir import (
     LAST_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    RUN_ENTRIES,
     check_out_file,
     check_run_dir,
     default_out,
@@ -270,6 +271,12 @@ def fit(
         if build != run_dir:
             shutil.rmtree(build, ignore_errors=True)
         raise
+    if build != run_dir and fitted.info.get("status") == "diverged":
+        # --force swaps a run in only once it has succeeded: a diverged one replaces nothing
+        shutil.rmtree(build, ignore_errors=True)
+        raise RunError(f"training diverged ({fitted.info.get('status_message')}), so "
+                       f"{str(run_dir)!r}, which --force would have replaced, is unchanged; "
+                       f"fit into a new --out to look at the diverged run")
     swap_in(build, run_dir)
     fitted.run_dir = run_dir
     return fitted
@@ -283,8 +290,16 @@ def _interrupted(build: Path, run_dir: Path) -> FitInterrupted:
     if not (build / LAST_FILE).exists():
         if build != run_dir:
             shutil.rmtree(build, ignore_errors=True)
+        else:  # (a new or empty folder: what the run wrote so far, nothing to resume from)
+            for name in RUN_ENTRIES:
+                entry = run_dir / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         kept = f"; {str(run_dir)!r} is unchanged" if build != run_dir else ""
-        return FitInterrupted(f"interrupted before the first checkpoint was written{kept}")
+        return FitInterrupted(f"interrupted before the first checkpoint was written (nothing "
+                              f"to resume){kept}")
     kept = (f" (the run {str(run_dir)!r} you asked to replace is unchanged)"
             if build != run_dir else "")
     return FitInterrupted(
@@ -870,6 +885,17 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")
     x_hat = fitted.predict(traj, context, horizon, estimate=estimate)
+    bad = ~np.isfinite(x_hat).reshape(x_hat.shape[0], x_hat.shape[1], -1).all(2)
+    if bad.any():  # (not the data's fault: the context rows are the file's, finite)
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        status = fitted.info.get("status")
+        trained = (f" (its training {status}: {fitted.info.get('status_message')})"
+                   if status not in (None, "completed") else "")
+        raise RunError(f"the model's {fitted.resolve_estimate(estimate)} rollout overflowed "
+                       f"(states not finite) in {int(bad.any(1).sum())} of {len(x_hat)} "
+                       f"trajectories, first at trajectory {i}, step {k}: the model{trained} "
+                       f"cannot predict these data, which may lie far from its training data; "
+                       f"nothing was written")
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,
                        system=traj.system)

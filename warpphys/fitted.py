@@ -21,8 +21,8 @@ from warpphys.data import DataError, Trajectories
 from warpphys.errors import RunError
 from warpphys.interface import Model
 from warpphys.limits import check_memory
-from warpphys.registry import MODEL_CLASSES
-from warpphys.rundir import METRICS_FILE, MODEL_FILE, jsonable
+from warpphys.registry import CLASS_OF_MODEL, MODEL_CLASSES, MODELS
+from warpphys.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, jsonable
 
 
 def resolve_device(device: str) -> str:
@@ -153,6 +153,7 @@ class FittedModel:
     def _check(self, traj: Trajectories, context: int, *, whole: bool = False) -> None:
         """``whole``: the context may be the whole file (a rollout past its end, predict)."""
         _check_trajectories(traj)
+        self._check_system(traj)
         self._warn_spacing(traj)
         if traj.dim != self.model.dim:
             raise DataError(
@@ -169,6 +170,24 @@ class FittedModel:
                 f"T = {traj.n_times}"
             )
         self._check_param_context(context)
+
+    def _check_system(self, traj: Trajectories) -> None:
+        """Refuse trajectories of another system than the model's, or with parameters that
+        system cannot have (a negative mass, ...): they would be scored as if they fit."""
+        sys_ = self.system
+        if sys_ is None:
+            return
+        if traj.system is not None and traj.system != sys_.name:
+            raise DataError(f"the trajectories are of system {traj.system!r}, and this model "
+                            f"was trained on {sys_.name!r}; give it {sys_.name} trajectories")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unmatched columns are reported where used
+            params = traj.system_params(sys_)
+        if params is not None:
+            try:
+                sys_.check_params(params)
+            except systems.SystemInputError as e:
+                raise DataError(f"the trajectories' parameters: {e}") from None
 
     def _check_param_context(self, context: int) -> None:
         check_param_context(context, self.model.has_params, "this model")
@@ -452,7 +471,9 @@ class FittedModel:
                 f"{str(run_dir / MODEL_FILE)!r} has no run configuration of warpphys ('info' "
                 f"is missing or not what `warpphys fit` writes); re-run `warpphys fit`"
             ) from None
-        problem = _info_problem(info, model.dim)
+        problem = (_info_problem(info, model.dim)
+                   or _class_problem(info, ckpt["class"], model)
+                   or _config_problem(info, run_dir / CONFIG_FILE))
         if problem:
             raise checkpoint.CheckpointError(
                 f"{str(run_dir / MODEL_FILE)!r}: its run configuration is not what `warpphys "
@@ -467,6 +488,41 @@ class FittedModel:
                               stacklevel=2)
         device = resolve_device(device)
         return cls(model.to(device).eval(), info, m, run_dir, device)
+
+
+def _class_problem(info: dict, class_name: str, model) -> str | None:
+    """What is wrong between a checkpoint's run configuration and its weights, or None."""
+    name = info.get("model")
+    if name not in MODELS:
+        return f"model {name!r} is not one of warpphys's ({', '.join(MODELS)})"
+    if CLASS_OF_MODEL.get(name, class_name) != class_name:
+        return (f"model {name!r} is built as {CLASS_OF_MODEL[name]}, but the weights are a "
+                f"{class_name}")
+    if not all(bool(torch.isfinite(v).all()) for v in model.state_dict().values()
+               if v.is_floating_point()):
+        return "weights that are not finite (NaN or infinite)"
+    return None
+
+
+#: what identifies a run: a model.pt and config.json that disagree on any come from two runs
+RUN_IDENTITY = ("model", "system", "protocol", "data", "seed", "context", "n_steps",
+                "state_mean", "state_std")
+
+
+def _config_problem(info: dict, config_file: Path) -> str | None:
+    """Where the run directory's config.json (when it is readable) names another run than the
+    checkpoint does (e.g. a model.pt copied in from elsewhere), or None."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None  # (the checkpoint carries its own configuration)
+    if not isinstance(config, dict):
+        return None
+    for key in RUN_IDENTITY:
+        if key in config and key in info and config[key] != info[key]:
+            return (f"its {key} is {info[key]!r} where {config_file.name} beside it says "
+                    f"{config[key]!r}: the two come from different runs")
+    return None
 
 
 def _finite_numbers(value, n: int | None = None) -> bool:
@@ -489,6 +545,12 @@ def _info_problem(info: dict, dim: int | None) -> str | None:
             return f"{key} {info[key]!r} is not text"
     if not isinstance(info.get("model"), str):
         return "it names no model"
+    if info.get("system") is not None and info["system"] not in systems.names():
+        return f"system {info['system']!r} is not one of {', '.join(systems.names())}"
+    if info.get("estimate") not in (None, "amortised", "refined"):
+        return f"estimate {info['estimate']!r} is not amortised or refined"
+    if whole(info.get("n_steps"), 2) and info["context"] >= info["n_steps"]:
+        return f"context {info['context']} is not shorter than its {info['n_steps']} steps"
     if "seed" in info and not whole(info["seed"], 0):
         return f"seed {info['seed']!r} is not a whole number >= 0"
     for key in ("options", "param_name_map"):

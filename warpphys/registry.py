@@ -27,6 +27,8 @@ MODELS: dict = {}
 MODEL_CLASSES: dict[str, type] = {}
 #: model name -> options the model fixes whatever the user asks (e.g. no epochs to train)
 FIXED_OPTIONS: dict[str, dict] = {}
+#: model name -> the name of the class it builds (a saved model's class must be its model's)
+CLASS_OF_MODEL: dict[str, str] = {}
 
 #: training options read from :class:`~warpphys.train.TrainConfig` (their defaults included)
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "lr_transition", "mode", "p_forcing_end",
@@ -47,6 +49,7 @@ def register_model(name: str, builder, cls: type | None = None, *,
     MODELS[name] = builder
     if cls is not None:
         MODEL_CLASSES[cls.__name__] = cls
+        CLASS_OF_MODEL[name] = cls.__name__
     FIXED_OPTIONS[name] = dict(fixed or {})
 
 
@@ -158,4 +161,4 @@ _build_warp_phys.options = {
 }
 
 register_model("warp", _build_warp, WARP)
-register_model("warp-phys", _build_warp_phys)
+register_model("warp-phys", _build_warp_phys, WARP)

@@ -96,6 +96,10 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 #: what a run directory of warpphys holds (and the hidden temporary files of atomic writes)
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, LAST_FILE, FIGURES_DIR)
+#: the figures `warpphys fit` writes (warpphys.report.write_figures); any other file in
+#: figures/ is the user's, and --force never deletes it
+FIGURE_FILES = ("trajectories.png", "phase_portraits.png", "error_vs_time.png", "weights.png",
+                "invariant.png", "param_recovery.png", "training.png")
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
@@ -106,7 +110,7 @@ def foreign_entries(run_dir: Path) -> list[str]:
             continue  # an interrupted atomic write
         if p.name == FIGURES_DIR and p.is_dir() and not p.is_symlink():
             found += [f"{FIGURES_DIR}/{q.name}" for q in p.iterdir()
-                      if q.suffix != ".png" or not q.is_file()]
+                      if q.name not in FIGURE_FILES or not q.is_file() or q.is_symlink()]
         elif p.name not in RUN_ENTRIES or p.is_symlink() or (p.name != FIGURES_DIR
                                                              and not p.is_file()):
             found.append(p.name)
@@ -140,9 +144,11 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return
     if not force:
+        resume = (f"continue it with --resume {run_dir}, " if (run_dir / LAST_FILE).exists()
+                  else "")
         raise RunError(
-            f"run directory {str(run_dir)!r} exists already; choose another --out, continue "
-            f"it with --resume {run_dir}, or replace it with --force"
+            f"run directory {str(run_dir)!r} exists already; choose another --out, {resume}or "
+            f"replace it with --force"
         )
     here = Path.cwd().resolve()
     if run_dir.resolve() == here or run_dir.resolve() in here.parents:
