@@ -31,8 +31,9 @@ both units, with the paper's published numbers and budget beside ours), ``compar
 (test MSE per model in both units, the paper's beside ours).
 
 An interrupted study resumes: a run whose directory holds ``metrics.json`` (written last by
-``fit``) is not fitted again (it is only scored, from disk, if its ``score.json`` is missing);
-an unfinished run directory is fitted again from scratch.
+``fit``) is not fitted again (it is only scored, from disk, if its ``score.json`` is missing, or
+is not what the study writes: :func:`score_problem`, with a warning); an unfinished run directory
+is fitted again from scratch.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,11 +250,15 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     if finished and score_file.exists():
         try:
             saved = json.loads(score_file.read_text())
-        except (OSError, ValueError):  # damaged (e.g. cut short): scored again from the run
-            saved = None
-        if isinstance(saved, dict) and "rows" in saved:  # else: an older format, scored again
+            problem = score_problem(saved, model, seed)
+        except (OSError, ValueError) as e:  # damaged (e.g. cut short)
+            problem = f"it cannot be read as JSON ({e})"
+        if problem is None:
             log(f"{model} seed {seed}: done already")
             return saved["rows"]
+        # edited, damaged or of an older format: scored again from the run, not fitted again
+        warnings.warn(f"{str(score_file)!r} is not a score this study writes ({problem}); "
+                      f"scoring the run again from its saved model", stacklevel=2)
     if not finished:
         log(f"{model} seed {seed}: fitting")
         score_file.unlink(missing_ok=True)  # the study's own file: --force replaces a bare run
@@ -274,6 +280,47 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
             f"{row['fit_seconds']:.1f} s, inference {row['inference_seconds']:.2f} s")
     write_text(json.dumps({"rows": rows}, indent=2) + "\n", score_file)
     return rows
+
+
+_NUMBER, _WHOLE = (int, float), int
+_TYPE_WORDS = {_NUMBER: "a number", _WHOLE: "a whole number", str: "text"}
+#: each key of a results row (:func:`_row`): (its type in ``score.json``, whether null is written)
+_ROW_TYPES = {
+    "model": (str, False), "seed": (_WHOLE, False), "estimate": (str, True),
+    **{k: (_NUMBER, True) for k in metrics.study_keys()}, "n_ood": (_WHOLE, True),
+    "inference_seconds": (_NUMBER, False), "fit_seconds": (_NUMBER, False),
+    "epoch_seconds": (_NUMBER, True), "n_params": (_WHOLE, False), "n_train": (_WHOLE, True),
+    "epochs_run": (_WHOLE, False), "train_status": (str, True), "cpu_seconds": (_NUMBER, False),
+}
+
+
+def score_problem(saved, model: str, seed: int) -> str | None:
+    """What keeps ``saved`` (a run's ``score.json``, parsed) from being the scores that
+    :func:`run_one` writes for ``model`` and ``seed``, or None: ``{"rows": [...]}``, one row per
+    estimate (one row, estimate None, or one per :data:`warpphys.metrics.ESTIMATES` in order),
+    each row with exactly the keys of :func:`_row` and the type it writes to each."""
+    if not isinstance(saved, dict) or set(saved) != {"rows"}:
+        return 'not a JSON object of the one key "rows"'
+    rows = saved["rows"]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return "its rows are not a list of JSON objects"
+    estimates = tuple(r.get("estimate") for r in rows)
+    if estimates not in ((None,), metrics.ESTIMATES):
+        return (f"its rows have estimates {json.dumps(estimates)}, not [null] or "
+                f"{json.dumps(metrics.ESTIMATES)}")
+    for i, row in enumerate(rows):
+        if set(row) != set(_ROW_TYPES):
+            missing, extra = set(_ROW_TYPES) - set(row), set(row) - set(_ROW_TYPES)
+            return (f"row {i} lacks keys {sorted(missing)}" if missing
+                    else f"row {i} has unknown keys {sorted(extra)}")
+        for key, (types, optional) in _ROW_TYPES.items():
+            v = row[key]
+            if not ((v is None and optional)
+                    or (isinstance(v, types) and not isinstance(v, bool))):
+                return f"row {i}: {key} {v!r} is not {_TYPE_WORDS[types]}"
+        if row["model"] != model or row["seed"] != seed:
+            return f"row {i} is of {row['model']!r} seed {row['seed']}, not this run's"
+    return None
 
 
 def _context(study: str, scale: Scale) -> int:
