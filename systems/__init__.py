@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import numbers
 import re
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -168,7 +169,7 @@ def sample(
     seed = int(seed)
     chosen = dict(proto.ranges(split))
     if ranges:
-        overrides = {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
+        overrides = _numeric_ranges(ranges)
         sys_.check_ranges(overrides)
         chosen.update(overrides)
     sys_.check_ranges(chosen)
@@ -179,6 +180,28 @@ def sample(
     x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method,
                  rtol=rtol, step_size=step_size)
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
+
+
+def _numeric_ranges(ranges) -> dict[str, tuple[float, float]]:
+    """``ranges`` as ``{name: (low, high)}`` of floats; SystemInputError where it is not a
+    mapping of names onto pairs of numbers."""
+    example = "e.g. {'k': (2.0, 30.0)}"
+    if not isinstance(ranges, Mapping):
+        raise SystemInputError(f"ranges must map parameter names onto (low, high) pairs, "
+                               f"{example}; got {type(ranges).__name__}")
+    out = {}
+    for name, span in ranges.items():
+        try:
+            if isinstance(span, str | bytes):
+                raise TypeError
+            lo, hi = span
+            out[name] = (float(lo), float(hi))
+        except (TypeError, ValueError):
+            raise SystemInputError(
+                f"the range of {name!r} must be a pair of numbers (low, high), {example}; "
+                f"got {span!r:.60}"
+            ) from None
+    return out
 
 
 __all__ = [

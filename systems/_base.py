@@ -11,6 +11,7 @@ Vector fields and invariants are written once and work on both torch tensors and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +24,14 @@ def xp(a: Any):
     return torch if isinstance(a, torch.Tensor) else np
 
 
+#: the largest parameter magnitude accepted. Models train in float32 (largest value 3.4e38);
+#: a parameter up to 1e30 leaves eight decades for its products with states and other
+#: parameters in the vector field and the invariant (k x^2, m v^2, ...) before they overflow,
+#: and its reciprocal (1e-30, in ratios such as k/m) stays a normal float32 (above 1.2e-38).
+#: Beyond it, training diverges and writes NaN metrics: such values are a units mistake.
+MAX_PARAM = 1e30
+
+
 class SystemInputError(ValueError):
     """An invalid input to a system (parameters, ranges, split, number of trajectories); the
     message says which rule it breaks."""
@@ -31,6 +40,19 @@ class SystemInputError(ValueError):
 class UnknownNameError(SystemInputError, KeyError):
     """A system, preset or parameter name that is not registered; the message lists the known
     ones."""
+
+
+def _checking_sizes(method):
+    """``method(self, x, params)`` that first checks the sizes of ``x`` and ``params``
+    (:meth:`System.check_sizes`)."""
+
+    @functools.wraps(method)
+    def checked(self, x, params):
+        self.check_sizes(x, params, method.__name__)
+        return method(self, x, params)
+
+    checked.checks_sizes = True
+    return checked
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,29 @@ class System:
             f"{self.name} has no parameter {name!r}; its parameters: {self.param_names}"
         )
 
+    def __init_subclass__(cls, **kwargs):
+        # a system's invariant and its rate are evaluated on states and parameters from users'
+        # files and rollouts: their sizes are checked there (a state of the wrong size would
+        # read the wrong columns, or none, silently). The vector field, called thousands of
+        # times inside the integrators, is checked once at their entry points instead.
+        super().__init_subclass__(**kwargs)
+        for name in ("invariant", "invariant_rate"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "checks_sizes", False):
+                setattr(cls, name, _checking_sizes(method))
+
+    def check_sizes(self, x, params, what: str = "invariant") -> None:
+        """Refuse states ``x`` whose last axis is not of size ``dim``, or parameters ``params``
+        whose last axis is not of size ``n_params`` (both torch or numpy, any leading axes)."""
+        for a, size, names, label in ((x, self.dim, self.state_names, "x"),
+                                      (params, self.n_params, self.param_names, "params")):
+            shape = tuple(getattr(a, "shape", None) or np.shape(a))
+            if not shape or shape[-1] != size:
+                raise SystemInputError(
+                    f"{self.name}.{what}: {label} must have shape (..., {size}) for "
+                    f"{list(names)}, got {shape}"
+                )
+
     # -- physics (override) ---------------------------------------------------------------
     def vector_field(self, t, x, params):
         """dx/dt at time ``t``; ``x: (..., d)``, ``params: (..., p)``; torch or numpy."""
@@ -207,6 +252,14 @@ class System:
                     f"{self.name} parameter {p.name!r} must be {rel} {p.minimum} "
                     f"(got {a[bad, j].min():.4g}); physical parameters cannot be negative"
                 )
+            huge = np.abs(a[:, j]) > MAX_PARAM
+            if np.any(huge):
+                raise SystemInputError(
+                    f"{self.name} parameter {p.name!r} is {a[huge, j][0]:.4g}, beyond "
+                    f"{MAX_PARAM:.0g}, the largest magnitude float32 models can train on; "
+                    f"express it in other units (its usual range is {p.train[0]:g} to "
+                    f"{p.train[1]:g} {p.unit})"
+                )
 
     def check_ranges(self, ranges: dict[str, tuple[float, float]]) -> None:
         """Refuse sampling ranges ``{name: (low, high)}`` that are empty, not finite, name no
@@ -219,6 +272,13 @@ class System:
                 )
             if lo > hi:
                 raise SystemInputError(f"range of {name!r} is empty: low {lo} > high {hi}")
+            if max(abs(lo), abs(hi)) > MAX_PARAM:
+                raise SystemInputError(
+                    f"range of {self.name} parameter {name!r} reaches "
+                    f"{max(abs(lo), abs(hi)):.4g}, beyond {MAX_PARAM:.0g}, the largest "
+                    f"magnitude float32 models can train on; choose a range of the usual scale "
+                    f"({p.train[0]:g} to {p.train[1]:g} {p.unit})"
+                )
             if lo < p.minimum:
                 raise SystemInputError(
                     f"range of {self.name} parameter {name!r} starts at {lo}, below its physical "

@@ -226,24 +226,32 @@ def simulate(
         try:
             x0 = torch.as_tensor(np.asarray(x0.cpu() if isinstance(x0, torch.Tensor) else x0,
                                             dtype=np.float64))
-        except (TypeError, ValueError):
-            raise ValueError(f"x0 must be an array of numbers, shape (B, {system.dim}); got "
-                             f"{type(x0).__name__}") from None
-    t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
-    params = torch.as_tensor(params, dtype=x0.dtype, device=x0.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise SystemInputError(f"x0 must be an array of numbers, shape (B, {system.dim}); "
+                                   f"got {type(x0).__name__}") from None
+    t = _numbers(t, "t", "(T,) sample times", x0)
+    params = _numbers(params, "params", f"(B, {system.n_params}) for "
+                                        f"{list(system.param_names)}", x0)
     if t.ndim != 1 or len(t) < 2:
-        raise ValueError(f"t must have shape (T,) with T >= 2 sample times, got {tuple(t.shape)}")
+        raise SystemInputError(f"t must have shape (T,) with T >= 2 sample times, got "
+                               f"{tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
-        raise ValueError("t contains NaN or infinite values")
+        raise SystemInputError("t contains NaN or infinite values")
     gaps = t[1:] - t[:-1]
     if not (bool((gaps > 0).all()) or bool((gaps < 0).all())):
-        raise ValueError("t must be strictly increasing (or strictly decreasing, to go backward)")
+        raise SystemInputError("t must be strictly increasing (or strictly decreasing, to go "
+                               "backward)")
     if x0.ndim != 2 or x0.shape[1] != system.dim:
-        raise ValueError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
+        raise SystemInputError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
+    if params.ndim != 2:
+        raise SystemInputError(f"params must have shape (B, {system.n_params}) for "
+                               f"{list(system.param_names)}, got {tuple(params.shape)}")
     if params.shape[0] != x0.shape[0]:
-        raise ValueError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial states")
+        raise SystemInputError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial "
+                               f"states")
     if not bool(torch.isfinite(x0).all()):
-        raise ValueError("x0 contains NaN or infinite values; every initial state must be finite")
+        raise SystemInputError("x0 contains NaN or infinite values; every initial state must "
+                               "be finite")
     system.check_params(params)
     # the user's choices: SystemInputError (a ValueError), one line on the command line
     if method not in METHODS:
@@ -288,6 +296,7 @@ def simulate(
                 f"{system.name} has no closed form; use an integrator, e.g. dopri5"
             )
         return system.exact_solution(t, x0, params).contiguous()
+    _check_finite_start(system, t, x0, params)
     double = x0.dtype == torch.float64
     options = {}
     if method in ADAPTIVE_METHODS + UNIFORM_METHODS:
@@ -315,8 +324,53 @@ def simulate(
     def rhs(time, x):
         return system.vector_field(time, x, params)
 
-    x = odeint(rhs, x0, t, method=method, rtol=rtol, atol=atol, options=options)
+    try:
+        x = odeint(rhs, x0, t, method=method, rtol=rtol, atol=atol, options=options)
+    except AssertionError as e:  # torchdiffeq's adaptive step control gave up
+        if "underflow" not in str(e):
+            raise
+        raise SystemInputError(
+            f"{system.name}: the solution blew up, so {method}'s step shrank to nothing "
+            f"({e}); the initial states or parameters are probably far too large, or outside "
+            f"the system's domain (largest |x0| {float(x0.abs().max()):.3g}, smallest x0 "
+            f"{float(x0.min()):.3g}, largest |params| "
+            f"{float(params.abs().max()) if params.numel() else 0.0:.3g}): "
+            f"choose values of the system's usual scale"
+        ) from None
     return x.transpose(0, 1).contiguous()
+
+
+def _check_finite_start(system: System, t, x0, params) -> None:
+    """Refuse initial states where the vector field overflows (or is NaN): no step, however
+    short, integrates from there (one vector-field call, before the integrator's thousands)."""
+    with torch.no_grad():
+        f0 = system.vector_field(t[0], x0, params)
+        bad = ~torch.isfinite(f0).reshape(len(x0), -1).all(-1)
+        if not bool(bad.any()):
+            return
+        i = int(bad.nonzero()[0, 0])
+    raise SystemInputError(
+        f"{system.name}: the vector field overflows at the initial state of trajectory {i} "
+        f"(x0 {[float(v) for v in x0[i]]}, params {[float(v) for v in params[i]]}), so the "
+        f"solution blows up at once; the initial states or parameters are probably far too "
+        f"large: choose values of the system's usual scale"
+    )
+
+
+def _numbers(a, name: str, shape: str, like: torch.Tensor) -> torch.Tensor:
+    """``a`` as a tensor of ``like``'s dtype and device; SystemInputError where it does not
+    hold numbers (text, ragged lists)."""
+    try:
+        if isinstance(a, str | bytes):
+            raise TypeError
+        return torch.as_tensor(a, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        got = type(a).__name__
+        try:
+            got = f"{got} of dtype {np.asarray(a).dtype}"
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        raise SystemInputError(f"{name} must be numbers, shape {shape}; got {got}") from None
 
 
 def simulate_scipy(

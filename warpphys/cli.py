@@ -61,6 +61,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path_type(what: str):
+    """An argparse type for a path option: refuses an empty one (``--out ""``, ``--data=``),
+    which would otherwise name the current folder or a default; ``what``: what to name."""
+
+    def path(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"the path is empty ({text!r}); name {what}")
+        return text
+
+    return path
+
+
+_NPZ = _path_type("an .npz file")
+_FOLDER = _path_type("a folder")
+
+
 def _threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads of torch (default: OMP_NUM_THREADS if set, else chosen by "
@@ -110,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="the longest step of a fixed-step method (rk4, dopri8_fixed, ...): "
                         "each sample interval is cut into equal steps no longer than this "
                         "(default: the sample spacing / 8)")
-    s.add_argument("--out", required=True, help="output .npz file")
+    s.add_argument("--out", required=True, type=_NPZ, help="output .npz file")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
     _threads_option(s)
     s.set_defaults(func=cmd_simulate)
@@ -119,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     src = f.add_argument_group("data (one of, or both: --data with known physics)")
     src.add_argument("--system", help=f"one of: {', '.join(systems.names())}; alone, data are "
                                       "simulated")
-    src.add_argument("--data", help="an .npz trajectory file (split 80/10/10)")
+    src.add_argument("--data", type=_NPZ, help="an .npz trajectory file (split 80/10/10)")
     _param_name_argument(src)
     f.add_argument("--model", help="warp-phys (default with a known system), warp, or a baseline: "
                                    f"{', '.join(sorted(registry.MODELS))}")
@@ -128,12 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--context", type=_positive_int, help="true steps fed before rolling out")
     f.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     f.add_argument("--seed", type=_seed, help="random seed (default 0)")
-    f.add_argument("--out", help="run directory (default runs/<system>-<model>-<time>)")
+    f.add_argument("--out", type=_FOLDER,
+                   help="run directory (default runs/<system>-<model>-<time>)")
     f.add_argument("--force", action="store_true",
                    help="replace an existing run directory of warpphys, once the new run is done")
-    f.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    f.add_argument("--resume", metavar="RUN_DIR", type=_FOLDER,
+                   help="continue an interrupted run")
     f.add_argument("--n-train", type=_positive_int, help="simulated training trajectories")
-    f.add_argument("--test-data", help="evaluate on this .npz file instead of the held-out split")
+    f.add_argument("--test-data", type=_NPZ,
+                   help="evaluate on this .npz file instead of the held-out split")
     f.add_argument("--max-minutes", type=_positive_float, help="training time budget")
     f.add_argument("--batch-size", type=_positive_int)
     f.add_argument("--lr", type=_positive_float)
@@ -166,8 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("evaluate", help="metrics of a run on an .npz file (JSON on stdout)")
-    e.add_argument("run_dir")
-    e.add_argument("--data", required=True)
+    e.add_argument("run_dir", type=_FOLDER)
+    e.add_argument("--data", required=True, type=_NPZ)
     e.add_argument("--context", type=_positive_int)
     _param_name_argument(e)
     _estimate_option(e)
@@ -175,11 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="roll out a run on an .npz file")
-    r.add_argument("run_dir")
-    r.add_argument("--data", required=True)
+    r.add_argument("run_dir", type=_FOLDER)
+    r.add_argument("--data", required=True, type=_NPZ)
     r.add_argument("--context", type=_positive_int, required=True)
     r.add_argument("--horizon", type=_positive_int, required=True)
-    r.add_argument("--out", required=True, help="output .npz file")
+    r.add_argument("--out", required=True, type=_NPZ, help="output .npz file")
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
     _estimate_option(r)
     _threads_option(r)
@@ -198,7 +217,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "(default: all)")
     q.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     q.add_argument("--quiet", action="store_true", help="no progress lines")
-    q.add_argument("--out", required=True, help="study folder (an interrupted study resumes)")
+    q.add_argument("--out", required=True, type=_FOLDER,
+                   help="study folder (an interrupted study resumes)")
     _threads_option(q)
     q.set_defaults(func=cmd_reproduce)
     return p

@@ -16,6 +16,7 @@ import itertools
 import os
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,10 +53,10 @@ class Trajectories:
     system: str | None = None
 
     def __post_init__(self):
-        self.t = np.asarray(self.t, dtype=np.float64)
-        self.x = np.asarray(self.x, dtype=np.float64)
+        self.t = _real_array("t", self.t)
+        self.x = _real_array("x", self.x)
         if self.params is not None:
-            self.params = np.asarray(self.params, dtype=np.float64)
+            self.params = _real_array("params", self.params)
         if self.state_names is not None:
             self.state_names = tuple(_text(s) for s in np.atleast_1d(self.state_names))
         if self.param_names is not None:
@@ -149,6 +150,20 @@ class Trajectories:
         Raises DataError when a target is not a parameter of the system, two names map onto one,
         or (``strict``) a name is not among the file's ``param_names``; without ``strict`` such
         names are skipped (a recorded mapping applied to another file)."""
+        if mapping is None:
+            return self
+        if not isinstance(mapping, Mapping):
+            raise DataError(
+                f"param_names maps the file's parameter names onto the system's, a dict such as "
+                f"{{'mass': 'm', 'stiffness': 'k'}} (on the command line: --param-name mass=m); "
+                f"got {type(mapping).__name__} {mapping!r:.80}. Names in the file's own order "
+                f"belong in the file's 'param_names' array"
+            )
+        odd = [f"{k!r}: {v!r}" for k, v in mapping.items()
+               if not (isinstance(k, str) and isinstance(v, str))]
+        if odd:
+            raise DataError(f"param_names maps names (text) onto names, e.g. {{'mass': 'm'}}; "
+                            f"got {', '.join(odd)[:120]}")
         if not mapping:
             return self
         name = system or self.system
@@ -214,12 +229,15 @@ class Trajectories:
         """Read and validate an .npz file; ``system`` (if given) must match its state size.
         ``param_names`` ({name in the file: the system's name}) renames parameter columns
         (see :meth:`rename_params`)."""
-        path = Path(path)
+        path = _data_path(path)
         if not path.exists():
             if path.is_symlink():
                 raise DataError(f"data file {str(path)!r} is a symbolic link to nothing "
                                 f"readable (a missing target, or a loop of links)")
             raise DataError(f"data file {str(path)!r} does not exist")
+        if not path.is_file():  # before it is opened: reading a FIFO or a device never ends
+            raise DataError(f"data file {str(path)!r} is {_file_kind(path)}, not a regular "
+                            f"file; name an .npz trajectory file")
         hint = "write one with numpy.savez(path, t=..., x=...) or `warpphys simulate`"
         try:
             loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # (.npy: not read)
@@ -242,22 +260,7 @@ class Trajectories:
                 f"{str(path)!r} is not a readable .npz trajectory file ({e}); {hint}"
             ) from None
         if "x" not in raw:
-            keys = sorted(k for k in raw if k != _UNREAD) + sorted(raw[_UNREAD])
-            # arrays shaped like states (N, T, d), e.g. the WARP authors' Lotka-Volterra
-            # files, which hold 'full' and 'clipped' ones: named with their shapes
-            states = sorted(k for k, shape in raw[_UNREAD].items()
-                            if shape is not None and len(shape) == 3)
-            shown = "; ".join(f"{k!r} has shape {raw[_UNREAD][k]}" for k in states)
-            first = states[0] if states else (keys[0] if keys else None)
-            convert = (f"; if {first!r} holds the states, with times evenly spaced on "
-                       f"[0, 1]: {_convert_command(path, first)}" if first else "")
-            if len(states) > 1:
-                convert = (f" ({shown}: check which holds the states as they evolve, then "
-                           f"name it 'x'){convert}")
-            raise DataError(
-                f"{str(path)!r} has no array 'x' (keys: {keys}); a trajectory file needs "
-                f"'x' of shape (N, T, d) and 't' of shape (T,){convert}"
-            )
+            raise DataError(_no_x_message(path, raw))
         if "t" not in raw:
             raise DataError(f"{str(path)!r} has no array 't': add the (T,) sample times")
         unknown = set(raw.pop(_UNREAD))
@@ -277,7 +280,7 @@ class Trajectories:
                 check_system(traj, system)
             except DataError as e:
                 raise DataError(f"{str(path)!r}: {e}") from None
-        if param_names:
+        if param_names is not None:
             try:
                 traj = traj.rename_params(param_names, system)
             except DataError as e:
@@ -285,13 +288,85 @@ class Trajectories:
         return traj
 
 
-def _convert_command(path: Path, key: str | None) -> str:
+def _data_path(path) -> Path:
+    """``path`` (text, bytes or a path object) as a Path; DataError where it is empty or not a
+    path at all."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str | os.PathLike):
+        raise DataError(f"the data file must be named by a path (str or pathlib.Path), got "
+                        f"{type(path).__name__} {path!r:.60}")
+    if not os.fspath(path).strip():  # (Path('') is '.', the current folder)
+        raise DataError(f"the data file's path is empty ({os.fspath(path)!r}); name an .npz "
+                        f"trajectory file")
+    return Path(path)
+
+
+def _file_kind(path: Path) -> str:
+    """What ``path``, which exists and is not a regular file, is: 'a folder', 'a FIFO (named
+    pipe)', ..."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _convert_command(path: Path, key: str | None, *, single: bool = False,
+                     times: bool = False) -> str:
     """A shell line that writes ``path``'s states (the array ``key`` of an .npz, or the
-    whole .npy) with times evenly spaced on [0, 1] as a trajectory file beside it."""
+    whole .npy) as a trajectory file beside it, with times evenly spaced on [0, 1] (or, with
+    ``times``, the archive's own 't'); ``single``: the array is one trajectory (T, d)."""
     out = path.with_name(f"{path.stem}_traj.npz")
-    read = f"np.load({str(path)!r})" + (f"[{key!r}]" if key is not None else "")
-    return (f'python -c "import numpy as np; x = {read}; np.savez({str(out)!r}, x=x, '
-            f't=np.linspace(0, 1, x.shape[1]))"')
+    read = f"np.load({str(path)!r})"
+    if key is not None:
+        read = f"f = {read}; x = f[{key!r}]"
+    else:
+        read = f"x = {read}"
+    t = "f['t']" if times else "np.linspace(0, 1, x.shape[1])"
+    return (f'python -c "import numpy as np; {read}{"[None]" if single else ""}; '
+            f'np.savez({str(out)!r}, x=x, t={t})"')
+
+
+def _no_x_message(path: Path, raw: dict) -> str:
+    """Why an archive without 'x' is refused: the keys a trajectory file needs, and, where an
+    array is shaped like states (numbers, (N, T, d), else one trajectory's (T, d)), the line
+    that writes it as a trajectory file (the archive's 't' as its times where they fit)."""
+    unread = raw[_UNREAD]
+    keys = sorted(k for k in raw if k != _UNREAD) + sorted(unread)
+    need = (f"{str(path)!r} has no array 'x' (keys: {keys}); a trajectory file needs 'x' of "
+            f"shape (N, T, d) and 't' of shape (T,)")
+
+    def numeric(header) -> bool:
+        return header is not None and (np.issubdtype(header[1], np.number)
+                                       and not np.issubdtype(header[1], np.complexfloating))
+
+    # arrays shaped like states (N, T, d), e.g. the WARP authors' Lotka-Volterra files, which
+    # hold 'full' and 'clipped' ones; failing those, one trajectory (T, d)
+    for rank in (3, 2):
+        states = sorted(k for k, h in unread.items() if numeric(h) and len(h[0]) == rank)
+        if states:
+            break
+    if not states:
+        return f"{need}; no array of this file is shaped like states"
+    first = states[0]
+    single = rank == 2
+    n_times = unread[first][0][0 if single else 1]
+    t = raw.get("t")
+    times = t is not None and t.ndim == 1 and len(t) == n_times and n_times >= 2
+    what = "one trajectory's states, shape (T, d)" if single else "the states"
+    when = "" if times else ", with times evenly spaced on [0, 1]"
+    convert = (f"; if {first!r} holds {what}{when}: "
+               f"{_convert_command(path, first, single=single, times=times)}")
+    if len(states) > 1:
+        shown = "; ".join(f"{k!r} has shape {unread[k][0]}" for k in states)
+        convert = (f" ({shown}: check which holds the states as they evolve, then name it "
+                   f"'x'){convert}")
+    return f"{need}{convert}"
 
 
 def _bare_array_message(path: Path, shape: tuple, hint: str) -> str:
@@ -310,6 +385,23 @@ def _bare_array_message(path: Path, shape: tuple, hint: str) -> str:
 #: the keys of a trajectory file; others are never read
 KEYS = ("t", "x", "params", "state_names", "param_names", "system")
 _UNREAD = "\0unread"
+
+
+def _real_array(key: str, value) -> np.ndarray:
+    """``value`` as a float64 array; DataError where it is not an array of real numbers
+    (text, complex numbers, booleans, ragged nested lists, objects)."""
+    try:
+        a = np.asarray(value)
+        if a.dtype == object:  # (a list of Python numbers and arrays: numbers, if it can be)
+            a = a.astype(np.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"'{key}' must be an array of real numbers, got "
+                        f"{type(value).__name__} ({first[:120]})") from None
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        got = f" such as {value!r}" if isinstance(value, str | bytes) and len(value) < 40 else ""
+        raise DataError(f"'{key}' must hold real numbers, got dtype {a.dtype}{got}")
+    return a.astype(np.float64, copy=False)
 
 
 def _text(value) -> str:
@@ -331,20 +423,20 @@ def _header(f: np.lib.npyio.NpzFile, key: str) -> tuple[tuple, np.dtype]:
     return tuple(shape), dtype
 
 
-def _shape_or_none(f: np.lib.npyio.NpzFile, key: str) -> tuple | None:
-    """The shape of an array that is not read (for messages); None where its header is not
-    that of an array (it is never needed)."""
+def _header_or_none(f: np.lib.npyio.NpzFile, key: str) -> tuple[tuple, np.dtype] | None:
+    """The shape and dtype of an array that is not read (for messages); None where its header
+    is not that of an array (it is never needed)."""
     try:
-        return _header(f, key)[0]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return _header(f, key)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError):
         return None
 
 
 def _read_keys(f: np.lib.npyio.NpzFile, path: Path) -> dict:
-    """The arrays of :data:`KEYS` in ``f`` (the shapes of the others by name under
-    ``_UNREAD``), each refused before it is read when its header declares more data than memory
-    can hold."""
-    raw: dict = {_UNREAD: {k: _shape_or_none(f, k) for k in f.files if k not in KEYS}}
+    """The arrays of :data:`KEYS` in ``f`` (the shapes and dtypes of the others by name under
+    ``_UNREAD``), each refused before it is read when its header declares more data than
+    memory can hold."""
+    raw: dict = {_UNREAD: {k: _header_or_none(f, k) for k in f.files if k not in KEYS}}
     for key in KEYS:
         if key not in f.files:
             continue
@@ -497,8 +589,8 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
                                             for k, (lo, hi) in (ranges or {}).items()}}
         sys_.check_ranges(chosen)
         t = proto.times(split)
-    except (systems.SystemInputError, KeyError, ValueError, TypeError):
-        return
+    except (systems.SystemInputError, KeyError, ValueError, TypeError, AttributeError):
+        return  # (systems.sample says what is wrong)
     n_traj = proto.default_n(split) if n is None else n
     if isinstance(n_traj, int) and n_traj > 0:
         # states and the solver's stages (dopri8: 13) in float64, and the float64 file copy
