@@ -36,6 +36,7 @@ from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
     FittedModel,
     check_param_context,
+    check_system_params,
     extend_times,
     relative_times,
     resolve_device,
@@ -416,16 +417,8 @@ def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
         )
     if sys_ is not None and sys_.state_low is not None:
         _warn_below_state_low(traj, sys_, what)
-    params = None
     if sys_ is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unmatched columns are reported where they are used
-            params = traj.system_params(sys_)
-    if params is not None:
-        try:
-            sys_.check_params(params)
-        except systems.SystemInputError as e:
-            raise DataError(f"{what}: {e}") from None
+        check_system_params(traj, sys_, what)
 
 
 #: how far below a system's ``state_low``, in the state's standard deviations, observation

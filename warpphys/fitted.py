@@ -94,6 +94,19 @@ def _check_trajectories(traj) -> None:
         )
 
 
+def check_system_params(traj: Trajectories, sys_, what: str) -> None:
+    """Refuse the parameters of ``traj`` where ``sys_`` cannot have them (a negative mass, ...);
+    ``what`` begins the message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unmatched columns are reported where they are used
+        params = traj.system_params(sys_)
+    if params is not None:
+        try:
+            sys_.check_params(params)
+        except systems.SystemInputError as e:
+            raise DataError(f"{what}: {e}") from None
+
+
 @dataclass
 class FittedModel:
     """A trained model with what it needs to run on new data (loaded from a run directory).
@@ -180,14 +193,7 @@ class FittedModel:
         if traj.system is not None and traj.system != sys_.name:
             raise DataError(f"the trajectories are of system {traj.system!r}, and this model "
                             f"was trained on {sys_.name!r}; give it {sys_.name} trajectories")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unmatched columns are reported where used
-            params = traj.system_params(sys_)
-        if params is not None:
-            try:
-                sys_.check_params(params)
-            except systems.SystemInputError as e:
-                raise DataError(f"the trajectories' parameters: {e}") from None
+        check_system_params(traj, sys_, "the trajectories' parameters")
 
     def _check_param_context(self, context: int) -> None:
         check_param_context(context, self.model.has_params, "this model")
