@@ -260,7 +260,9 @@ def _set_ylim(ax, truth, pred=None) -> None:
 def _readable_log_ticks(axis, lo: float, hi: float) -> None:
     """Plain-number ticks ("0.02", "1.5") on a log axis, more of them when it spans few decades."""
     decades = np.log10(hi / lo)
-    subs = (1.0,) if decades > 2.5 else (1.0, 2.0, 5.0) if decades > 1 else (1, 1.5, 2, 3, 5, 7)
+    # (1-2-5 over two decades crowds "0.005" into "0.01" on a narrow panel: 1-3 there)
+    subs = ((1.0,) if decades > 3 else (1.0, 3.0) if decades > 1.8 else (1.0, 2.0, 5.0)
+            if decades > 1 else (1, 1.5, 2, 3, 5, 7))
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
