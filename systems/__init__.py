@@ -169,7 +169,7 @@ def sample(
     seed = int(seed)
     chosen = dict(proto.ranges(split))
     if ranges:
-        overrides = _numeric_ranges(ranges)
+        overrides = numeric_ranges(ranges)
         sys_.check_ranges(overrides)
         chosen.update(overrides)
     sys_.check_ranges(chosen)
@@ -182,7 +182,7 @@ def sample(
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
 
 
-def _numeric_ranges(ranges) -> dict[str, tuple[float, float]]:
+def numeric_ranges(ranges) -> dict[str, tuple[float, float]]:
     """``ranges`` as ``{name: (low, high)}`` of floats; SystemInputError where it is not a
     mapping of names onto pairs of numbers."""
     example = "e.g. {'k': (2.0, 30.0)}"
@@ -208,5 +208,5 @@ __all__ = [
     "SystemInputError", "UnknownNameError",
     "Box", "LV", "MSD", "MSD_ZERO", "PRESETS", "Param", "Protocol", "SPLITS", "Simulation",
     "System", "get_protocol", "get_system", "names", "register", "sample", "sample_params",
-    "simulate", "simulate_scipy", "split_seed",
+    "numeric_ranges", "simulate", "simulate_scipy", "split_seed",
 ]

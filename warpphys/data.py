@@ -585,8 +585,7 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
     try:
         proto = systems.get_protocol(system, preset)
         sys_ = systems.get_system(proto.system)
-        chosen = {**proto.ranges(split), **{k: (float(lo), float(hi))
-                                            for k, (lo, hi) in (ranges or {}).items()}}
+        chosen = {**proto.ranges(split), **systems.numeric_ranges(ranges or {})}
         sys_.check_ranges(chosen)
         t = proto.times(split)
     except (systems.SystemInputError, KeyError, ValueError, TypeError, AttributeError):
