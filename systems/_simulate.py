@@ -105,6 +105,7 @@ def _runge_kutta(system, t, x0, params, method, counts, tolerance=None):
     out[0] = x0.reshape(-1)
     y = out[0]
     worst = x0.new_zeros(())
+    rtol, atol = tolerance if tolerance is not None else (None, None)
 
     def f(time, state):
         return system.vector_field(time, state.view(shape), params).reshape(-1)
@@ -119,7 +120,6 @@ def _runge_kutta(system, t, x0, params, method, counts, tolerance=None):
                 stages[j] = f(times[j], torch.addmv(y, stages[:j].T, ah[j, :j]))
             y1 = torch.addmv(y, stages.T, bh)
             if tolerance is not None:
-                rtol, atol = tolerance
                 scale = torch.maximum(y.abs(), y1.abs()).mul_(rtol).add_(atol)
                 worst = torch.maximum(worst, ((eh @ stages).abs_() / scale).max())
             y = y1
