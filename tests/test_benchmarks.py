@@ -147,7 +147,17 @@ def test_physics_vs_blackbox_at_the_defaults_scores_noisy_contexts_against_the_t
     assert row["warp_phys_refined_mse"] < row["warp_phys_mse"]
     for est in ("amortised", "refined"):  # a per-trajectory median: not the ratio of means
         assert 0 < row[f"median_ratio_{est}"] < math.inf
+    # the best point estimate the noisy contexts allow beats a one-epoch model's own
+    assert math.isclose(row["ratio_context_limit"], row["warp_mse"] / row["context_limit_mse"])
+    assert row["context_limit_mse"] < row["warp_phys_mse"]
     folder = tmp_path / "defaults_spring_mass_n0.01"
+    from warpphys import api
+    from warpphys.data import simulate
+
+    # on clean contexts the truth is the least-squares fit: its rollout is the exact one
+    clean = simulate("spring_mass", 4, "test", 11)
+    K = 32
+    assert mod._context_limit(api.load(folder / "warp-phys"), clean, clean, K) < 1e-12
     config = json.loads((folder / "warp-phys" / "config.json").read_text())
     assert config["options"]["fresh_noise"] == 0.01 and config["fresh_data"] == "file"
     stamp = (folder / "warp" / "model.pt").stat().st_mtime_ns
