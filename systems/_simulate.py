@@ -135,7 +135,8 @@ def _dopri8_uniform(system, t, x0, params, rtol, atol):
     The step is found on the first PROBE_INTERVALS sample intervals (one step per interval to
     begin with): where a step fails the test, the run is repeated with steps shortened by the
     error's eighth root (dopri8's error estimate grows as h^8 on a smooth field), at least 30%
-    shorter (4x where the run blew up). Then the whole run; where it fails, the same again. Past
+    shorter (4x where the run blew up). Then the rest of the run, continued from the probe;
+    where it fails, the whole run again, at shorter steps. Past
     MAX_UNIFORM_STEPS steps, or where shorter steps do not shrink a small error at least as h^4
     (a kink in the field, as quadratic drag has at zero speed, where only a few steps need to
     be short), None: the caller hands over to an adaptive method.
@@ -145,18 +146,22 @@ def _dopri8_uniform(system, t, x0, params, rtol, atol):
     h = float(gaps[:probe].abs().max())
     spans = [probe] * 8 + [len(gaps)] * 3 if probe < len(gaps) else [len(gaps)] * 8
     last = None  # (span, h, ratio) of the last failed run
+    passed = None  # (h, states) of a probe that passed: the whole run at h continues from it
     i = 0
     while i < len(spans):
         span = spans[i]
         counts = substep_counts(gaps[:span], h)
         if int(counts.sum()) * len(gaps) / span > MAX_UNIFORM_STEPS:
             return None
-        x, worst = _runge_kutta(system, t[:span + 1], x0, params, "dopri8", counts,
-                                (rtol, atol))
+        start = passed[1].shape[1] - 1 if passed is not None and passed[0] == h else 0
+        x, worst = _runge_kutta(system, t[start:span + 1],
+                                passed[1][:, -1] if start else x0, params, "dopri8",
+                                counts[start:], (rtol, atol))
         ratio = float(worst)  # (one synchronisation per run)
         if ratio <= 1.0:
             if span == len(gaps):
-                return x
+                return torch.cat([passed[1], x[:, 1:]], 1) if start else x
+            passed = (h, x)
             i = spans.index(len(gaps))  # the probe passed: the whole run at this step
             continue
         if not math.isfinite(ratio):
