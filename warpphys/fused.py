@@ -93,28 +93,34 @@ class _Rollout(torch.autograd.Function):
         if steps > context:
             fed[context:] = 1.0 if force is None else ~force[:, context:steps, None].transpose(0, 1)
         hidden = [theta0.new_empty(steps, nb, o, 1) for o, _ in mlp.shapes[:-1]]
-        layers = [(w, b.unsqueeze(-1)) for w, b in mlp.layers(Z)]
+        # every per-step view made once, in C++ (unbind), not by indexing inside the loop
+        layers = [(w.unbind(0), b.unsqueeze(-1).unbind(0)) for w, b in mlp.layers(Z)]
+        hidden_s = [h.unbind(0) for h in hidden]
+        H_s, X_s, Z_s = H.unsqueeze(-1).unbind(0), X.unbind(0), Z.unbind(0)
+        theta_s, dx_s = Z[..., :D].unbind(0), Z[..., D:D + d].unbind(0)
         means = theta0.new_empty(nb, steps, d)
+        mean_s, x_s = means.unbind(1), xn.unbind(1)
+        force_s = None if force is None else force.unsqueeze(-1).unbind(1)
+        n_hidden = len(hidden)
+        w_out, b_out = layers[n_hidden]
         for s in range(steps):
-            h = H[s].unsqueeze(-1)
-            for j, (w, b) in enumerate(layers):  # as BatchedMLP.forward
-                if j < len(hidden):
-                    h = activate(torch.baddbmm(b[s], w[s], h, out=hidden[j][s]))
-                else:
-                    h = torch.baddbmm(b[s], w[s], h)
-            out = h.squeeze(-1)
-            mean = (torch.add(X[s], out, out=means[:, s]) if root.residual
-                    else means[:, s].copy_(out))
+            h = H_s[s]
+            for j in range(n_hidden):  # as BatchedMLP.forward
+                w, b = layers[j]
+                h = activate(torch.baddbmm(b[s], w[s], h, out=hidden_s[j][s]))
+            out = torch.baddbmm(b_out[s], w_out[s], h).squeeze(-1)
+            mean = (torch.add(X_s[s], out, out=mean_s[s]) if root.residual
+                    else mean_s[s].copy_(out))
             if s == steps - 1:
                 break
             if s + 1 < context:
-                X[s + 1] = xn[:, s + 1]
+                X_s[s + 1].copy_(x_s[s + 1])
             elif force is not None:
-                torch.where(force[:, s + 1, None], xn[:, s + 1], mean, out=X[s + 1])
+                torch.where(force_s[s + 1], x_s[s + 1], mean, out=X_s[s + 1])
             else:
-                X[s + 1] = mean
-            torch.sub(X[s + 1], X[s], out=Z[s, :, D:D + d])
-            torch.mm(Z[s], Wt, out=Z[s + 1, :, :D])
+                X_s[s + 1].copy_(mean)
+            torch.sub(X_s[s + 1], X_s[s], out=dx_s[s])
+            torch.mm(Z_s[s], Wt, out=theta_s[s + 1])
         ctx.save_for_backward(A, B)
         ctx.tape = Z, H, hidden, fed, root
         return means
@@ -129,28 +135,32 @@ class _Rollout(torch.autograd.Function):
         A, B = A.detach(), B.detach()
         _, back_through = _ACTIVATIONS[root.mlp.activation]
         G = g_means.new_empty(steps, nb, D)
-        weights = [w.transpose(-1, -2) for w, _ in root.mlp.layers(Z)]  # W^T of every layer
-        grads = root.mlp.layers(G)
+        weights = [w.transpose(-1, -2).unbind(0) for w, _ in root.mlp.layers(Z)]  # every W^T
+        grads = [(w.unbind(0), b.unsqueeze(-1).unbind(0)) for w, b in root.mlp.layers(G)]
         inputs = [H.unsqueeze(-1)] + hidden  # every layer's input, (steps, nb, in, 1)
+        inputs_T = [a.transpose(-1, -2).unbind(0) for a in inputs]
+        inputs = [a.unbind(0) for a in inputs]
+        G_s, fed_s, g_means_s = G.unbind(0), fed.unbind(0), g_means.unbind(1)
+        no_state = g_means.new_zeros(nb, d)  # (never written: the gradient where x is no input)
         g_fed = g_dx = None  # the gradients of x_in_{s+1} and of dx_s
         for s in range(steps - 1, -1, -1):
-            g_mean = g_means[:, s]
+            g_mean = g_means_s[s]
             if s < steps - 1:  # theta_{s+1} = A theta_s + B (x_in_{s+1} - x_in_s)
-                g_dx = G[s + 1] @ B
+                g_dx = G_s[s + 1] @ B
                 # the prediction, where it was fed on, receives the fed state's gradient
-                g_mean = torch.addcmul(g_mean, fed[s + 1], g_fed + g_dx)
+                g_mean = torch.addcmul(g_mean, fed_s[s + 1], g_fed + g_dx)
             g = g_mean.unsqueeze(-1)
             for j in range(len(weights) - 1, -1, -1):  # the root, layer by layer
-                a = inputs[j][s]
-                torch.mul(g, a.transpose(1, 2), out=grads[j][0][s])
-                grads[j][1][s] = g.squeeze(-1)
+                g_w, g_b = grads[j]
+                torch.mul(g, inputs_T[j][s], out=g_w[s])
+                g_b[s].copy_(g)
                 g = torch.bmm(weights[j][s], g)
                 if j > 0:
-                    g = back_through(g, a)
+                    g = back_through(g, inputs[j][s])
             if s < steps - 1:
-                G[s].addmm_(G[s + 1], A)
+                G_s[s].addmm_(G_s[s + 1], A)
             # the gradient of x_in_s: as the root's input, through the residual, and in dx
-            g_fed = g[:, 1:, 0] if root.use_state else torch.zeros_like(g_mean)
+            g_fed = g[:, 1:, 0] if root.use_state else no_state
             if root.residual:
                 g_fed = g_fed + g_mean
             if s < steps - 1:
