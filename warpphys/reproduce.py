@@ -42,6 +42,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -52,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import systems
-from warpphys import api, metrics
+from warpphys import api, metrics, rundir
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
@@ -172,23 +173,65 @@ def _crop(traj: Trajectories, steps: int | None) -> Trajectories:
                         system=traj.system)
 
 
-def study_data(study: str, scale: Scale, seed: int, noise: float, folder: Path,
-               device: str = "cpu") -> dict[str, Path]:
-    """Write (once) and return the paths of a seed's files: ``train`` (noisy if ``noise``),
-    ``test`` (clean truth) and ``test_inputs`` (what the models see: noisy if ``noise``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"train": folder / "train.npz", "test": folder / "test.npz",
-             "test_inputs": folder / ("test_noisy.npz" if noise > 0 else "test.npz")}
-    if all(p.exists() for p in paths.values()):
-        return paths
+def _data_sizes(study: str, scale: Scale) -> dict[str, tuple[int, np.ndarray]]:
+    """{"train" / "test": (trajectories, sample times)} of the files :func:`study_data` writes
+    for ``study`` at ``scale``."""
     proto = systems.get_protocol(STUDIES[study][0], STUDIES[study][1])
     n_train = proto.n_train if scale.n_train is None else scale.n_train
     n_file = int(math.ceil(n_train / 0.8))  # fit keeps 80% for training
-    train = _crop(_simulate(study, n_file, "train", seed, device), scale.steps)
-    test_steps = None  # test runs keep the protocol's length relative to training
-    if scale.steps is not None:
-        test_steps = int(round((scale.steps - 1) * proto.test_horizon)) + 1
-    test = _crop(_simulate(study, scale.n_test, "test", seed, device), test_steps)
+    n_test = proto.n_test if scale.n_test is None else scale.n_test
+    t_train = proto.times("train").cpu().numpy()
+    t_test = proto.times("test").cpu().numpy()
+    if scale.steps is not None:  # test runs keep the protocol's length relative to training
+        t_train = t_train[:scale.steps]
+        t_test = t_test[:int(round((scale.steps - 1) * proto.test_horizon)) + 1]
+    return {"train": (n_file, t_train), "test": (n_test, t_test)}
+
+
+def _check_data(path: Path, split: str, study: str, sizes: dict) -> None:
+    """StudyError unless the existing file ``path`` is the study's ``split`` file: its system,
+    its number of trajectories and its sample times those :func:`study_data` writes."""
+    fix = "delete it (it will be simulated again) or choose another --out"
+    try:
+        traj = Trajectories.load(path)
+    except (OSError, WarpphysError) as e:
+        raise StudyError(f"study data file {str(path)!r} cannot be read ({e}); {fix}") from None
+    system = systems.get_system(STUDIES[study][0])
+    n, t = sizes[split]
+    problem = None
+    if traj.system != system.name:
+        problem = ("it names no system" if traj.system is None else
+                   f"it holds data of system {traj.system!r}") + f", not {system.name!r}"
+    elif traj.dim != system.dim:
+        problem = f"its states have {traj.dim} variables, not {system.name}'s {system.dim}"
+    elif traj.n != n or traj.n_times != len(t):
+        problem = (f"it holds {traj.n} trajectories of {traj.n_times} steps, not the {n} of "
+                   f"{len(t)} steps that this study's scale makes")
+    elif not np.allclose(np.asarray(traj.t, dtype=float), t, rtol=1e-9, atol=1e-12):
+        problem = "its sample times are not the study protocol's"
+    if problem is not None:
+        raise StudyError(f"data file {str(path)!r} does not belong to this study ({problem}); "
+                         f"{fix}")
+
+
+def study_data(study: str, scale: Scale, seed: int, noise: float, folder: Path,
+               device: str = "cpu") -> dict[str, Path]:
+    """Write (once) and return the paths of a seed's files: ``train`` (noisy if ``noise``),
+    ``test`` (clean truth) and ``test_inputs`` (what the models see: noisy if ``noise``).
+    Existing files are checked (:func:`_check_data`: StudyError for a file of another system,
+    or of other sizes) and reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"train": folder / "train.npz", "test": folder / "test.npz",
+             "test_inputs": folder / ("test_noisy.npz" if noise > 0 else "test.npz")}
+    sizes = _data_sizes(study, scale)
+    if all(p.exists() for p in paths.values()):
+        splits = {paths["train"]: "train", paths["test"]: "test", paths["test_inputs"]: "test"}
+        for path, split in splits.items():
+            _check_data(path, split, study, sizes)
+        return paths
+    (n_file, t_train), (n_test, t_test) = sizes["train"], sizes["test"]
+    train = _crop(_simulate(study, n_file, "train", seed, device), len(t_train))
+    test = _crop(_simulate(study, n_test, "test", seed, device), len(t_test))
     if noise > 0:
         train = add_noise(train, noise, seed=2 * seed + 1)
         add_noise(test, noise, seed=2 * seed + 2).save(paths["test_inputs"])
@@ -249,7 +292,7 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     finished = (run_dir / api.METRICS_FILE).exists() and (run_dir / api.MODEL_FILE).exists()
     if finished and score_file.exists():
         try:
-            saved = json.loads(score_file.read_text())
+            saved = rundir.read_json(score_file)
             problem = score_problem(saved, model, seed)
         except (OSError, ValueError) as e:  # damaged (e.g. cut short)
             problem = f"it cannot be read as JSON ({e})"
@@ -488,6 +531,47 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
 
 
 # -- the study -------------------------------------------------------------------------------
+#: the most seeds a study runs (each seed: its own data files and a fit of every model)
+MAX_SEEDS = 100
+
+
+def _seed_count(seeds) -> int:
+    """``seeds`` as an int from 1 to :data:`MAX_SEEDS`; StudyError otherwise."""
+    whole = not isinstance(seeds, bool) and (
+        isinstance(seeds, numbers.Integral)
+        or (isinstance(seeds, numbers.Real) and math.isfinite(seeds)
+            and float(seeds).is_integer()))
+    if not whole or seeds < 1:
+        raise StudyError(f"--seeds must be a positive integer, got {seeds!r}")
+    if seeds > MAX_SEEDS:
+        raise StudyError(f"--seeds {int(seeds)} is too many: a study simulates data and fits "
+                         f"every model once per seed; give at most {MAX_SEEDS}, e.g. --seeds 3 "
+                         f"(more can be added later with the same --out)")
+    return int(seeds)
+
+
+def _run_config(run_dir: Path) -> dict:
+    """A finished run's ``config.json``, checked for what the study's table reads from it
+    (``n_train``, ``context``: whole numbers); StudyError otherwise."""
+    path = run_dir / api.CONFIG_FILE
+    try:
+        info = rundir.read_json(path)
+    except (OSError, ValueError) as e:
+        problem = f"it cannot be read as JSON ({e})"
+    else:
+        problem = None if isinstance(info, dict) else "not a JSON object"
+        for key in ("n_train", "context"):
+            v = info.get(key) if problem is None else 1
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                problem = f"its {key} {v!r} is not a positive whole number"
+                break
+    if problem is not None:
+        raise StudyError(f"the run's config.json {str(path)!r} was edited or damaged "
+                         f"({problem}); delete the run folder {str(run_dir)!r} (it will be "
+                         f"fitted again)")
+    return info
+
+
 def _manifest(study, scale_name, noise, scale: Scale) -> dict:
     # the scale's options too: runs made with other sizes or epochs are never mixed in
     return {"study": study, "scale": scale_name, "noise": float(noise),
@@ -505,9 +589,10 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
             noise, whose finished runs are reused).
         scale: "small" (a 2-core CPU, about 30 minutes for msd with 3 seeds) or "paper"
             (the paper's sizes, a GPU).
-        seeds: number of seeds (0 .. seeds-1); each seed has its own data and initialisation.
+        seeds: number of seeds (0 .. seeds-1), at most :data:`MAX_SEEDS`; each seed has its
+            own data and initialisation.
         noise: observation noise, in units of each state's standard deviation.
-        models: model names (default: all of :data:`MODELS`).
+        models: model names, each once (default: all of :data:`MODELS`).
         device: "auto", "cpu" or "cuda".
         log: called with one line per step (default: silent).
     Returns:
@@ -519,8 +604,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
         raise StudyError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
     if scale not in SCALES:
         raise StudyError(f"unknown scale {scale!r}; choose one of: {', '.join(PUBLIC_SCALES)}")
-    if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
-        raise StudyError(f"--seeds must be a positive integer, got {seeds!r}")
+    seeds = _seed_count(seeds)
     noise = float(noise)
     if not (math.isfinite(noise) and 0 <= noise <= 1):  # (as fit's fresh_noise)
         raise StudyError(f"--noise must be a number from 0 to 1 (times each state's std, e.g. "
@@ -529,6 +613,10 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise StudyError(f"unknown models {unknown}; choose from: {', '.join(MODELS)}")
+    twice = [m for i, m in enumerate(models) if m in models[:i]]
+    if twice:  # every row would be written, and averaged, twice
+        raise StudyError(f"--models names {twice[0]!r} more than once; name each model once, "
+                         f"e.g. --models {','.join(dict.fromkeys(models))}")
     device = api.resolve_device(device)
     sc = SCALES[scale]
     out = Path(out)
@@ -538,7 +626,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     manifest = _manifest(study, scale, noise, sc)
     if manifest_file.exists():
         try:
-            old = json.loads(manifest_file.read_text())
+            old = rundir.read_json(manifest_file)
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
@@ -557,7 +645,7 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     write_text(json.dumps(manifest, indent=2), manifest_file)
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = []
-    for seed in range(int(seeds)):
+    for seed in range(seeds):
         paths = study_data(study, sc, seed, noise, out / "data" / f"seed{seed}", device)
         for model in models:
             run_dir = out / "runs" / f"{model}-seed{seed}"
@@ -566,13 +654,13 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     table = summarize(rows, models)
     test = Trajectories.load(out / "data" / "seed0" / "test.npz")
-    train_info = json.loads((out / "runs" / f"{models[0]}-seed0" / api.CONFIG_FILE).read_text())
+    train_info = _run_config(out / "runs" / f"{models[0]}-seed0")
     sizes = {"n_train": train_info["n_train"], "n_test": test.n, "n_steps": test.n_times}
     paths = {"csv": out / "results.csv", "md": out / "results.md",
              "figure": out / "comparison.png"}
     write_text(results_csv(rows), paths["csv"])
     write_text(results_markdown(
-        table, study=study, scale_name=scale, scale=sc, seeds=int(seeds), noise=noise,
+        table, study=study, scale_name=scale, scale=sc, seeds=seeds, noise=noise,
         wall_seconds=wall, context=train_info["context"], sizes=sizes, cpu_seconds=cpu),
         paths["md"])
     from warpphys import plots
