@@ -27,7 +27,7 @@ import torch
 
 import systems
 from systems import simulate as integrate
-from warpphys import _threads, distributed
+from warpphys import _threads, distributed, rundir
 from warpphys.checkpoint import CheckpointError
 from warpphys.checkpoint import load as load_checkpoint
 from warpphys.data import DataError, Trajectories, fastest_rate
@@ -378,8 +378,10 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
                            f"rate, e.g. 1e-3; got {value}")
 
 
-#: states beyond this overflow when squared in float32, the arithmetic of the models
+#: states beyond this overflow when squared in float32, the arithmetic of the models; states
+#: that vary by less than the floor underflow there (and their errors' squares with them)
 FLOAT32_STATE_LIMIT = float(np.sqrt(np.finfo(np.float32).max)) / 10
+FLOAT32_STATE_FLOOR = float(np.sqrt(np.finfo(np.float32).tiny)) * 10
 #: the models take times relative to the first one, in float32: its span and spacing must be
 #: far from overflow and underflow, and every spacing resolved at the span's scale
 FLOAT32_TIME_RANGE = (1e-30, 1e30)
@@ -414,6 +416,13 @@ def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
             f"{what}: states reach {top:.3g}, too large for the float32 arithmetic of the models "
             f"(squares overflow beyond {FLOAT32_STATE_LIMIT:.1g}); rescale the data, e.g. to "
             f"other units"
+        )
+    spread = float(np.ptp(traj.x)) if traj.x.size else 0.0
+    if 0 < spread < FLOAT32_STATE_FLOOR:
+        raise DataError(
+            f"{what}: the states vary by only {spread:.3g}, too little for the float32 "
+            f"arithmetic of the models (at least {FLOAT32_STATE_FLOOR:.1g}); rescale the data, "
+            f"e.g. to other units"
         )
     if sys_ is not None and sys_.state_low is not None:
         _warn_below_state_low(traj, sys_, what)
@@ -739,7 +748,7 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
     if not config_file.exists() or not last_file.exists():
         raise RunError(f"{str(run_dir)!r} has no {CONFIG_FILE} and {LAST_FILE} to resume from")
     try:
-        info = json.loads(config_file.read_text())
+        info = rundir.read_json(config_file)
         if not isinstance(info, dict):
             raise ValueError("not a JSON object")
     except ValueError as e:
@@ -749,7 +758,7 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
     if state.get("kind") != "training":
         raise CheckpointError(f"{last_file} is not a training checkpoint")
     try:
-        saved = json.loads(state["info"])
+        saved = rundir.loads(state["info"])
         if not isinstance(saved, dict):
             raise TypeError
     except (KeyError, TypeError, ValueError):

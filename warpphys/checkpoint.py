@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from warpphys.errors import WarpphysError
-from warpphys.rundir import atomic_open
+from warpphys.rundir import MAX_CHECKPOINT_BYTES, atomic_open, read_bytes
 
 FORMAT, VERSION = "warpphys", 1
 
@@ -42,7 +42,10 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {str(path)!r}; is this a warpphys run directory?")
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path, MAX_CHECKPOINT_BYTES, CheckpointError)
+    except OSError as e:
+        raise CheckpointError(f"{str(path)!r} cannot be read ({e.strerror or e})") from None
+    try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import systems
-from warpphys import checkpoint, metrics
+from warpphys import checkpoint, metrics, rundir
 from warpphys.data import DataError, Trajectories
 from warpphys.errors import RunError
 from warpphys.interface import Model
@@ -105,6 +105,13 @@ def check_system_params(traj: Trajectories, sys_, what: str) -> None:
             sys_.check_params(params)
         except systems.SystemInputError as e:
             raise DataError(f"{what}: {e}") from None
+        tiny = (params != 0) & (np.abs(params) < 1 / systems.MAX_PARAM)
+        if np.any(tiny):  # (fine for a float64 simulation, not for the float32 models)
+            j = int(np.argwhere(tiny)[0, 1])
+            raise DataError(
+                f"{what}: {sys_.name} parameter {sys_.param_names[j]!r} is "
+                f"{params[tiny][0]:.4g}, below {1 / systems.MAX_PARAM:.0g} (and not 0), the "
+                f"smallest magnitude the float32 models resolve; express it in other units")
 
 
 @dataclass
@@ -460,16 +467,15 @@ class FittedModel:
         if ckpt.get("kind") != "model":
             raise checkpoint.CheckpointError(f"{run_dir / MODEL_FILE} is not a model checkpoint")
         try:
-            model_cls = MODEL_CLASSES[ckpt["class"]]
-            model = model_cls.from_config(ckpt["model_config"])
-            model.load_state_dict(ckpt["state_dict"])
+            model = _build(MODEL_CLASSES[ckpt["class"]], ckpt["model_config"],
+                           ckpt["state_dict"])
         except (KeyError, RuntimeError, TypeError, ValueError, ArithmeticError, AttributeError,
                 IndexError) as e:
             raise checkpoint.CheckpointError(
                 f"{run_dir / MODEL_FILE} does not match this version of warpphys ({e})"
             ) from None
         try:
-            info = json.loads(ckpt["info"])
+            info = rundir.loads(ckpt["info"])
             if not isinstance(info, dict) or "context" not in info:
                 raise TypeError
         except (KeyError, TypeError, ValueError):
@@ -488,12 +494,71 @@ class FittedModel:
         m = {}
         if (run_dir / METRICS_FILE).exists():  # the saved test metrics; nothing depends on them
             try:
-                m = json.loads((run_dir / METRICS_FILE).read_text())
+                m = rundir.read_json(run_dir / METRICS_FILE)
             except (OSError, ValueError) as e:
                 warnings.warn(f"ignoring {run_dir / METRICS_FILE}, which cannot be read ({e})",
                               stacklevel=2)
         device = resolve_device(device)
         return cls(model.to(device).eval(), info, m, run_dir, device)
+
+
+#: the most layers of any network in a model's configuration; the configuration's sizes (its
+#: keys ending so): none can exceed the number of weights
+MAX_DEPTH = 1000
+SIZE_KEYS = ("width", "size", "dim", "rank", "hidden", "augment", "d_model", "heads", "ff")
+
+
+def _build(model_cls, config: dict, state_dict: dict):
+    """The model of a checkpoint's ``config`` with its ``state_dict`` loaded, built only once
+    the configuration is known to describe these weights: a width or depth edited into a file
+    of a few megabytes would otherwise build a model of gigabytes, or take minutes, before any
+    other check. Raises ValueError (or the error of loading the weights) otherwise."""
+    if not isinstance(config, dict) or not isinstance(state_dict, dict):
+        raise TypeError("its model configuration or weights are not mappings")
+    tensors = list(state_dict.values())
+    if not all(isinstance(v, torch.Tensor) and not v.is_complex() for v in tensors):
+        raise TypeError("its weights are not all real-valued tensors")
+    total = sum(v.numel() for v in tensors)
+    problem = _numbers_problem(config, max(total, 1))
+    if problem:
+        raise ValueError(problem)
+    try:  # the sizes it would build, with no memory allocated
+        with torch.device("meta"):
+            size = sum(v.numel() for v in model_cls.from_config(config).state_dict().values())
+    except NotImplementedError:  # (an operation without a meta kernel: built for real below)
+        size = total
+    if size != total:
+        raise ValueError(f"its configuration builds {size:,} weights, its file holds {total:,}")
+    model = model_cls.from_config(config)
+    model.load_state_dict(state_dict)
+    return model
+
+
+def _numbers_problem(config, total: int, key: str = "") -> str | None:
+    """A number in a model configuration that no model of ``total`` weights could have, or
+    None: not finite, a size (:data:`SIZE_KEYS`) above ``total``, a depth (or number of
+    layers) above :data:`MAX_DEPTH`."""
+    if isinstance(config, dict):
+        items = config.items()
+    elif isinstance(config, list | tuple):
+        items = ((key, v) for v in config)
+    else:
+        v = config
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return None
+        if not math.isfinite(v):
+            return f"{key} {v!r} is not finite"
+        if "depth" in key or key == "layers":
+            if abs(v) > MAX_DEPTH:
+                return f"{key} {v:,} is more than {MAX_DEPTH:,} layers"
+        elif key.endswith(SIZE_KEYS) and abs(v) > total:
+            return f"{key} {v:,} is larger than a model of {total:,} weights could have"
+        return None
+    for k, v in items:
+        problem = _numbers_problem(v, total, str(k))
+        if problem:
+            return problem
+    return None
 
 
 def _class_problem(info: dict, class_name: str, model) -> str | None:
@@ -507,6 +572,33 @@ def _class_problem(info: dict, class_name: str, model) -> str | None:
     if not all(bool(torch.isfinite(v).all()) for v in model.state_dict().values()
                if v.is_floating_point()):
         return "weights that are not finite (NaN or infinite)"
+    return _scales_problem(info, model)
+
+
+def _scales_problem(info: dict, model) -> str | None:
+    """Where the scales in a model's weights (its normaliser; a WARP's time window) are not
+    those its run configuration records, or None: an edited normaliser (a std of 0, say)
+    would turn every rollout into NaN, and that would be blamed on the data."""
+    norm = getattr(model, "normalizer", None)
+    mean, std = info.get("state_mean"), info.get("state_std")
+    if norm is not None and mean is not None and std is not None:
+        std = np.asarray(std, dtype=np.float64)
+        n = info.get("n_train", 0) * info.get("n_steps", 0) if all(
+            isinstance(info.get(k), int) for k in ("n_train", "n_steps")) else 0
+        if n > 1:  # torch's std (the normaliser's) divides by n - 1, numpy's by n
+            std = std * math.sqrt(n / (n - 1))
+        have_std = norm.std.detach().double().cpu().numpy()
+        have_mean = norm.mean.detach().double().cpu().numpy()
+        # (the same training data, summed in float32 and float64; states clipped at 1e-8)
+        if (have_std.shape != std.shape
+                or not np.all(np.abs(have_std - std) <= 0.01 * std + 1e-8)
+                or not np.all(np.abs(have_mean - np.asarray(mean)) <= 0.01 * std + 1e-8)):
+            return "its normaliser is not the run's state_mean and state_std"
+    window = getattr(model, "window", None)
+    if (isinstance(window, torch.Tensor) and window.numel() == 1
+            and isinstance(info.get("window"), int | float)
+            and not math.isclose(float(window), info["window"], rel_tol=1e-5)):
+        return f"its time window {float(window)!r} is not the run's {info['window']!r}"
     return None
 
 
@@ -519,7 +611,7 @@ def _config_problem(info: dict, config_file: Path) -> str | None:
     """Where the run directory's config.json (when it is readable) names another run than the
     checkpoint does (e.g. a model.pt copied in from elsewhere), or None."""
     try:
-        config = json.loads(config_file.read_text())
+        config = rundir.read_json(config_file)
     except (OSError, ValueError):
         return None  # (the checkpoint carries its own configuration)
     if not isinstance(config, dict):
@@ -562,8 +654,12 @@ def _info_problem(info: dict, dim: int | None) -> str | None:
     for key in ("options", "param_name_map"):
         if info.get(key) is not None and not isinstance(info[key], dict):
             return f"{key} is not a mapping"
-    if info.get("minmax") is not None and not _finite_numbers(info["minmax"], 2):
-        return "minmax is not two finite numbers"
+    if info.get("minmax") is not None and not (_finite_numbers(info["minmax"], 2)
+                                                and info["minmax"][0] < info["minmax"][1]):
+        return "minmax is not two finite numbers, the lower first"
+    for key in ("window", "state_std"):  # (every run has them; scoring reads them)
+        if info.get(key) is None:
+            return f"it has no {key}"
     for key in ("state_mean", "state_std"):
         if info.get(key) is not None and not _finite_numbers(info[key], dim):
             return f"{key} is not {dim} finite numbers"

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -53,6 +54,48 @@ def atomic_open(path: str | os.PathLike, *, binary: bool = False,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: the largest files of a run directory read whole: a checkpoint (at the paper's sizes about
+#: 100 MB of weights, three times that with Adam's moments) and a JSON file warpphys writes
+MAX_CHECKPOINT_BYTES, MAX_JSON_BYTES = 2**32, 2**26
+
+
+def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = RunError) -> bytes:
+    """The contents of the regular file ``path`` (links followed), of at most ``limit`` bytes.
+
+    Anything else raises ``error`` naming the problem: a device, FIFO or folder in its place (a
+    link to /dev/zero would fill the memory, a FIFO block forever) or a file too large to be
+    one warpphys wrote. A missing file raises FileNotFoundError as usual."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{str(path)!r} is not a regular file (a device, FIFO or folder is in its "
+                    f"place); put back the file that `warpphys fit` wrote")
+    if info.st_size > limit:
+        raise error(f"{str(path)!r} is {info.st_size:,} bytes, larger than any file warpphys "
+                    f"writes there ({limit:,} at most); it is not one of a run's files")
+    with open(path, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:  # (grew while being read)
+        raise error(f"{str(path)!r} is larger than {limit:,} bytes; it is not one of a run's "
+                    f"files")
+    return raw
+
+
+def loads(text: str | bytes):
+    """``json.loads``, with JSON nested too deeply for Python (a RecursionError) reported as
+    the ValueError of any other invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be one warpphys wrote") from None
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file of a run or study (see :func:`read_bytes` and :func:`loads`): RunError for a
+    file that is not regular or too large, OSError where it cannot be read, ValueError where it
+    is not JSON."""
+    return loads(read_bytes(path, MAX_JSON_BYTES))
 
 
 def jsonable(o):
@@ -122,8 +165,8 @@ def is_run_dir(run_dir: Path) -> bool:
     one warpphys writes (a fit interrupted before its first checkpoint leaves only that), and
     it holds nothing but the files of a run."""
     try:
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+        config = read_json(run_dir / CONFIG_FILE)
+    except (OSError, ValueError, RunError):
         return False
     if not (isinstance(config, dict) and {"model", "options", "versions"} <= set(config)):
         return False
