@@ -41,14 +41,22 @@ Real trajectories never leave the box.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
 from torchdiffeq import odeint
+from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq._impl.solvers import FixedGridODESolver
 
 import systems
 from warpphys.model import BANK_RADII
 from warpphys.roots import BatchedMLP, Root, register_root
+
+#: torchdiffeq's fixed-step methods, those a physics step may use
+FIXED_METHODS = tuple(sorted(name for name, solver in SOLVERS.items()
+                             if issubclass(solver, FixedGridODESolver)))
 
 
 def _clip(x, lo, hi):
@@ -299,11 +307,21 @@ class ODERoot(PhysicsRoot):
     """
 
     kind = "ode"
+    #: the most solver steps per sample interval ("auto" picks 1-8)
+    max_substeps = 1000
 
     def __init__(self, system: str, *, method: str = "rk4", substeps: int | str = "auto", **kw):
         super().__init__(system, **kw)
-        self.method = method
+        if method not in FIXED_METHODS:
+            raise ValueError(f"unknown fixed-step method {method!r} for the physics step; use "
+                             f"one of {', '.join(FIXED_METHODS)}")
         self.substeps_auto = substeps == "auto"
+        if not self.substeps_auto and not (
+                isinstance(substeps, numbers.Integral) and not isinstance(substeps, bool)
+                and 1 <= substeps <= self.max_substeps):
+            raise ValueError(f"substeps must be 'auto' or a whole number from 1 to "
+                             f"{self.max_substeps}, got {substeps!r}")
+        self.method = method
         self.substeps = 4 if self.substeps_auto else int(substeps)
         self.register_buffer("_unit", torch.tensor([0.0, 1.0]))
 
