@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._base import Box, Param, Protocol, System, SystemInputError, UnknownNameError
+from ._base import MAX_PARAM, Box, Param, Protocol, System, SystemInputError, UnknownNameError
 from ._presets import LV, MSD, MSD_ZERO, PRESETS
 from ._simulate import simulate, simulate_scipy
 from .lotka_volterra import LOTKA_VOLTERRA
@@ -205,7 +205,7 @@ def numeric_ranges(ranges) -> dict[str, tuple[float, float]]:
 
 
 __all__ = [
-    "SystemInputError", "UnknownNameError",
+    "MAX_PARAM", "SystemInputError", "UnknownNameError",
     "Box", "LV", "MSD", "MSD_ZERO", "PRESETS", "Param", "Protocol", "SPLITS", "Simulation",
     "System", "get_protocol", "get_system", "names", "register", "sample", "sample_params",
     "numeric_ranges", "simulate", "simulate_scipy", "split_seed",

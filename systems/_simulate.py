@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torchdiffeq import odeint
+from torchdiffeq._impl.odeint import SOLVERS  # the solvers (orders, tableaux) torchdiffeq has
 
 from ._base import System, SystemInputError
 
@@ -70,8 +71,6 @@ def _tableau(method: str, dtype, device, *, error: bool):
     (S, S), nodes c (S,), solution weights b (S,) and error weights e (S,), as many stages S as
     the step needs (a last stage that only the next step's first would repeat is dropped, and
     kept where ``error`` and the error estimate uses it)."""
-    from torchdiffeq._impl.odeint import SOLVERS  # the tableaux torchdiffeq steps with
-
     tab = SOLVERS[method].tableau
     f64 = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731 (lists or tensors)
     n = len(tab.alpha) + 1
@@ -177,6 +176,28 @@ def _dopri8_uniform(system, t, x0, params, rtol, atol):
             h *= min(0.9 * ratio ** (-1 / 8), 0.7)
         i += 1
     return None
+
+
+#: most steps an adaptive method may need per time scale of the dynamics at its rtol,
+#: about rtol ** (-1 / order): a low-order method at a tight rtol would run for hours
+MAX_STEPS_PER_SCALE = 1e4
+
+
+def _check_tolerance(method: str, rtol: float, dtype: torch.dtype) -> None:
+    """Refuse an rtol that no step can reach in ``dtype`` (below its machine epsilon, where
+    steps shrink until they underflow) or that ``method``'s order would reach only with
+    more than MAX_STEPS_PER_SCALE steps per time scale of the dynamics."""
+    eps = torch.finfo(dtype).eps
+    if rtol < eps:
+        raise SystemInputError(f"rtol {rtol:g} is below the machine epsilon of {dtype} "
+                               f"({eps:.2g}): no step is that accurate; use rtol >= {eps:.0e}")
+    order = SOLVERS[TABLEAU_OF.get(method, method)].order
+    if rtol ** (-1 / order) > MAX_STEPS_PER_SCALE:
+        loosest = MAX_STEPS_PER_SCALE ** -order
+        raise SystemInputError(
+            f"{method} is a method of order {order}: at rtol {rtol:g} it would take about "
+            f"{rtol ** (-1 / order):.1g} steps per time scale of the dynamics; use rtol >= "
+            f"{loosest:.0e} with it, or a method of higher order (dopri8_uniform, dopri5)")
 
 
 def simulate(
@@ -308,6 +329,7 @@ def simulate(
         if atol is None:  # states are O(1): atol two decades below rtol
             atol = rtol * 1e-2 if rtol is not None else (1e-11 if double else 1e-8)
         rtol = rtol if rtol is not None else (1e-9 if double else 1e-6)
+        _check_tolerance(method, float(rtol), x0.dtype)
         options["norm"] = _max_norm
         if method == "dopri8_uniform":
             with torch.no_grad():
