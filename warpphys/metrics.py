@@ -289,10 +289,21 @@ def param_errors(system: systems.System, true: np.ndarray, est: np.ndarray) -> d
 
 
 def param_relative_error(true: np.ndarray, est: np.ndarray) -> dict:
-    """Median and mean relative error per column of (N, q) arrays."""
-    rel = np.abs(est - true) / np.maximum(np.abs(true), 1e-12)
+    """Median and mean relative error per column of (N, q) arrays.
+
+    A column whose true values are all zero (the damping of an undamped file) has no relative
+    error: None there, and it is left out of the overall median and mean (None if no column
+    is left). Elsewhere each error is relative to the true value, but to no less than 1e-6 of
+    the column's mean magnitude, so that one true zero does not swamp the rest."""
+    true, est = np.asarray(true, dtype=np.float64), np.asarray(est, dtype=np.float64)
+    scale = np.abs(true).mean(0)
+    defined = scale > 0
+    with np.errstate(divide="ignore", invalid="ignore"):  # (the all-zero columns: unused)
+        rel = np.abs(est - true) / np.maximum(np.abs(true), 1e-6 * scale)
+    per = [float(np.median(rel[:, j])) if ok else None for j, ok in enumerate(defined)]
+    kept = rel[:, defined]
     return {
-        "median": float(np.median(rel)),
-        "mean": float(np.mean(rel)),
-        "per_param_median": [float(v) for v in np.median(rel, 0)],
+        "median": float(np.median(kept)) if kept.size else None,
+        "mean": float(np.mean(kept)) if kept.size else None,
+        "per_param_median": per,
     }
