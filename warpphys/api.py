@@ -34,6 +34,7 @@ from warpphys.data import DataError, Trajectories, fastest_rate
 from warpphys.data import simulate as simulate_data
 from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
+    MIN_PARAM_CONTEXT,
     FittedModel,
     check_param_context,
     check_system_params,
@@ -245,8 +246,17 @@ def fit(
     if source is not None:  # one epoch's fresh trajectories, float32, with the solver's stages
         n_fresh = int(opts.get("fresh_n") or train.n)
         check_memory(4.0 * 8 * n_fresh * train.n_times * train.dim,
-                     f"fresh_n={n_fresh} trajectories per epoch", "use a smaller fresh_n")
+                     f"fresh_n={n_fresh} trajectories per epoch of {train.n_times} steps",
+                     "train on the data alone (--no-fresh-data; fresh_data=False in Python), "
+                     "or give shorter trajectories")
     has_params = _check_model_size(model, train, sys_, opts)
+    if context is None and has_params and K < MIN_PARAM_CONTEXT:
+        raise DataError(
+            f"the data have {train.n_times} time steps, too few for model {model!r}: its "
+            f"default context, a quarter of them ({K}), must hold at least {MIN_PARAM_CONTEXT} "
+            f"steps to read physical parameters; give longer trajectories"
+            + (f", or --context {MIN_PARAM_CONTEXT}" if train.n_times > MIN_PARAM_CONTEXT
+               else ""))
     check_param_context(K, has_params, f"model {model!r}")
     if estimate == "refined" and not has_params:
         raise RunError(f"model {model!r} has no physical parameters, so no refined "
@@ -882,7 +892,7 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
     default). An existing ``out`` is replaced only with ``force``; the input file never."""
     _check_path("data", data)
     _check_path("out", out)
-    check_out_file(out, force=force, inputs=(data,))
+    check_out_file(out, force=force, inputs=(data,), suffix=".npz")
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")

@@ -285,28 +285,11 @@ def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
 
 
 def _check_out(out: str, *, force: bool = False, inputs: tuple = ()) -> None:
-    """Refuse an --out path that cannot be written, or would replace a file (an input file
+    """Refuse an --out .npz path that cannot be written, or would replace a file (an input file
     always; another only with ``force``), before any work is done."""
-    import os
-    from pathlib import Path
-
     from warpphys.rundir import check_out_file
 
-    if not out.endswith(".npz"):
-        raise UsageError(f"--out must name an .npz file, got {out!r}")
-    path = Path(out)
-    if path.is_dir():
-        raise UsageError(f"--out {out!r} is a folder; name an .npz file, e.g. {out}/data.npz")
-    check_out_file(out, force=force, inputs=inputs)
-    for folder in path.absolute().parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise UsageError(f"--out {out!r} cannot be written: {str(folder)!r} is a file")
-            if not os.access(folder, os.W_OK):
-                raise UsageError(
-                    f"--out {out!r} cannot be written: no permission in {str(folder)!r}"
-                )
-            return
+    check_out_file(out, force=force, inputs=inputs, suffix=".npz")
 
 
 def cmd_simulate(args) -> int:

@@ -211,10 +211,24 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
         )
 
 
-def check_out_file(out, *, force: bool, inputs: tuple = ()) -> None:
-    """Refuse an output file that would replace one of ``inputs`` (always) or another existing
-    file (unless ``force``), before any work is done."""
+def check_out_file(out, *, force: bool, inputs: tuple = (), suffix: str | None = None) -> None:
+    """Refuse, before any work is done, an output file that does not end in ``suffix``, is a
+    folder, cannot be written, or would replace one of ``inputs`` (always) or another existing
+    file (unless ``force``)."""
     path = Path(out)
+    if suffix is not None and path.suffix != suffix:
+        raise RunError(f"--out must name an {suffix} file, got {str(out)!r}")
+    if path.is_dir():
+        raise RunError(f"--out {str(out)!r} is a folder; name a file, e.g. "
+                       f"{str(path / ('data' + (suffix or '')))!r}")
+    for folder in path.absolute().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise RunError(f"--out {str(out)!r} cannot be written: {str(folder)!r} is a file")
+            if not os.access(folder, os.W_OK):
+                raise RunError(f"--out {str(out)!r} cannot be written: no permission in "
+                               f"{str(folder)!r}")
+            break
     if not path.exists():
         return
     for given in inputs:
