@@ -212,3 +212,67 @@ def test_fit_on_undamped_data_reports_the_identified_parameters_only(tmp_path):
     m = fitted.metrics
     assert m["param_rel_error_per_param"]["c/m"] is None
     assert m["param_rel_error"] == m["param_rel_error_per_param"]["k/m"] < 1e-3
+
+
+# -- the Python API's arguments -------------------------------------------------------------------
+def test_api_arguments_of_the_wrong_kind_are_refused_in_one_line(fitted_run, user_file,
+                                                                 tmp_path):
+    from warpphys.data import DataError, Trajectories
+
+    fitted = api.load(fitted_run)
+    traj = Trajectories.load(user_file)
+    for bad in (0, -1, 1.5, None, True):
+        with pytest.raises(DataError, match="batch_size"):
+            fitted.predict(traj, 5, 3, batch_size=bad)
+    for bad in (None, 0):
+        with pytest.raises(RunError, match="device must be cpu, cuda or auto"):
+            api.load(fitted_run, device=bad)
+    for bad in (None, 3, b"run"):
+        with pytest.raises(RunError, match="run_dir must be the path"):
+            api.load(bad)
+    with pytest.raises(RunError, match="FittedModel already"):
+        api.evaluate(fitted, user_file)
+    for out in (tmp_path / "x.txt", tmp_path):  # refused before the rollout, not after
+        with pytest.raises(RunError, match="--out"):
+            api.predict(fitted_run, user_file, 5, 3, out, force=True)
+
+
+def test_refinement_arguments_are_checked_and_bounded(tmp_path):
+    from warpphys.data import DataError
+
+    sim = simulate("spring_mass", 24, "train", 0)
+    fitted = api.fit(data=sim.save(tmp_path / "s.npz"), out=tmp_path / "run", epochs=1,
+                     fresh_n=32, figures=False, progress=False)
+    for bad in (1.5, "3", float("nan"), -1, 10**9):
+        with pytest.raises(DataError, match="iterations"):
+            fitted.recover_params(sim, 20, refine=True, iterations=bad)
+        with pytest.raises(DataError, match="iterations"):
+            fitted.predict_refined(sim, 20, 5, iterations=bad)
+    refined = fitted.refine(sim.subset(slice(0, 2)), 20)
+    with pytest.raises(DataError, match="what refine\\(\\) returns for these 24"):
+        fitted.predict_refined(sim, 20, 5, refined=refined)
+    with pytest.raises(DataError, match="what refine"):
+        fitted.predict_refined(sim, 20, 5, refined=(1, 2, 3))
+    whole = fitted.refine(sim, 20)
+    np.testing.assert_array_equal(fitted.predict_refined(sim, 20, 5, refined=whole),
+                                  fitted.predict_refined(sim, 20, 5))
+
+
+def test_missing_samples_inside_the_data_are_warned_of(fitted_run, user_file, tmp_path):
+    from warpphys.data import Trajectories
+
+    fitted = api.load(fitted_run)
+    with np.load(user_file) as f:
+        keep = np.r_[0:8, 12:20]  # four samples missing after the eighth
+        path = variant(user_file, tmp_path / "gap.npz", t=f["t"][keep], x=f["x"][:, keep])
+    with pytest.warns(UserWarning, match="spacing is uneven.*between samples 7 and 8"):
+        fitted.evaluate(Trajectories.load(path), context=5)
+
+
+def test_a_file_too_short_for_the_default_context_names_the_file_not_an_option(
+        user_file, tmp_path, capsys):
+    with np.load(user_file) as f:
+        short = variant(user_file, tmp_path / "short.npz", t=f["t"][:5], x=f["x"][:, :5])
+    rc = cli.main(["fit", "--epochs", "1", "--no-figures", "--model", "warp-phys", "--data",
+                   str(short), "--out", str(tmp_path / "run")])
+    refused(rc, capsys, "the data have 5 time steps", "or --context 2")

@@ -417,7 +417,7 @@ def test_refinement_iterations_are_a_whole_number(tmp_path):
     from warpphys.data import simulate
 
     traj = simulate("pendulum", 4, "test", 3)
-    for bad, words in ((-1, "iterations must be at least 0"), (1.5, "whole number")):
+    for bad, words in ((-1, "iterations must be from 0 to 1000"), (1.5, "whole number")):
         with pytest.raises(api.DataError, match=words):
             fitted.refine(traj, 5, iterations=bad)
     assert fitted.refine(traj, 5, iterations=0)[0].shape == (4, 2)  # the amortised estimates

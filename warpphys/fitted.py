@@ -26,6 +26,8 @@ from warpphys.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, jsonable
 
 
 def resolve_device(device: str) -> str:
+    if not isinstance(device, str):
+        raise RunError(f"device must be cpu, cuda or auto, got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,11 +63,28 @@ def extend_times(t: np.ndarray, length: int) -> np.ndarray:
     return t[:length]
 
 
-def _count(value, name: str) -> int:
-    """A step count given by a user as an int (numpy integers too), never a float or bool."""
+def _count(value, name: str, unit: str = "steps") -> int:
+    """A count given by a user as an int (numpy integers too), never a float or bool."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DataError(f"{name} must be a whole number of steps, got {value!r}")
+        raise DataError(f"{name} must be a whole number of {unit}, got {value!r}")
     return int(value)
+
+
+#: the most Levenberg-Marquardt iterations a refinement may be asked for (it converges in ten)
+MAX_ITERATIONS = 1000
+
+
+def _refine_args(iterations, batch_size=1) -> tuple[int, int]:
+    """Checked ``iterations`` (0..MAX_ITERATIONS) and ``batch_size`` (>= 1) of a refinement or
+    rollout."""
+    n = _count(iterations, "iterations", "iterations")
+    if not 0 <= n <= MAX_ITERATIONS:
+        raise DataError(f"iterations must be from 0 to {MAX_ITERATIONS} (the refinement "
+                        f"converges in about ten), got {iterations!r}")
+    b = _count(batch_size, "batch_size", "trajectories")
+    if b < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size!r}")
+    return n, b
 
 
 #: the fewest context steps from which a model reads physical parameters (it reads them from
@@ -211,12 +230,20 @@ class FittedModel:
         dt = self.info.get("dt")
         if dt is None or traj.n_times < 2:
             return
-        ratio = float(np.median(np.diff(np.asarray(traj.t, dtype=np.float64)))) / dt
+        gaps = np.diff(np.asarray(traj.t, dtype=np.float64))
+        ratio = float(np.median(gaps)) / dt
         if not 1 / SPACING_TOLERANCE <= ratio <= SPACING_TOLERANCE:
             warnings.warn(f"the data are sampled every {ratio * dt:.3g} (median), {ratio:.3g}x "
                           f"the training data's {dt:.3g}: WARP reads the dynamics step by step, "
                           f"so its one-pass estimates and rollouts assume the training spacing; "
                           f"resample the data to it", stacklevel=3)
+        elif gaps.max() > SPACING_TOLERANCE * dt or gaps.min() < dt / SPACING_TOLERANCE:
+            i = int(np.argmax(np.abs(np.log(gaps / dt))))
+            warnings.warn(f"the data's sample spacing is uneven: {gaps[i]:.3g} between samples "
+                          f"{i} and {i + 1}, {gaps[i] / dt:.3g}x the training data's {dt:.3g} "
+                          f"(missing samples?): WARP reads the dynamics step by step, so its "
+                          f"one-pass estimates and rollouts assume even steps; resample the data "
+                          f"onto an even grid", stacklevel=3)
 
     def _need_params(self, what: str) -> None:
         """Refuse ``what`` (a job on physical parameters) for a model that has none."""
@@ -272,6 +299,7 @@ class FittedModel:
         if keep_theta and estimate is None:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
+        _, batch_size = _refine_args(0, batch_size)
         K = self._context(traj, context, whole=True)
         H = self._horizon(traj, K, horizon)
         check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
@@ -333,11 +361,8 @@ class FittedModel:
         the refined (denoised) one from which :meth:`predict_refined` rolls out.
         ``iterations`` 0: the amortised estimates as they are."""
         self._need_params("refine")
-        for name, value, low in (("iterations", iterations, 0), ("batch_size", batch_size, 1)):
-            if _count(value, name) < low:
-                raise DataError(f"{name} must be at least {low}, got {value!r}")
-        return self._refine(traj, self._context(traj, context), int(iterations),
-                            int(batch_size))[1:]
+        iterations, batch_size = _refine_args(iterations, batch_size)
+        return self._refine(traj, self._context(traj, context), iterations, batch_size)[1:]
 
     def _refine(self, traj: Trajectories, K: int, iterations: int = 10,
                 batch_size: int = 4096):
@@ -367,8 +392,11 @@ class FittedModel:
         in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
         given context). ``refined``: the output of :meth:`refine`, if already computed."""
         self._need_params("predict_refined")
+        iterations, _ = _refine_args(iterations)
         K = self._context(traj, context)
         H = self._horizon(traj, K, horizon)
+        if refined is not None:
+            refined = _check_refined(refined, traj.n)
         return self._rollout_refined(traj, K, H,
                                      refined or self._refine(traj, K, iterations)[1:])
 
@@ -448,7 +476,7 @@ class FittedModel:
         self._need_params("recover_params")
         K = self._context(traj, context)
         if refine:
-            return self._refine(traj, K, iterations)[1].cpu().numpy()
+            return self._refine(traj, K, _refine_args(iterations)[0])[1].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = relative_times(traj.t[:K], torch.float32, self.device)
         return self.model.recover_params(x, t, K).double().cpu().numpy()
@@ -457,6 +485,12 @@ class FittedModel:
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "cpu") -> FittedModel:
         """Load a run directory written by :func:`fit` (safe: ``weights_only=True``)."""
+        if isinstance(run_dir, FittedModel):
+            raise RunError("run_dir is a FittedModel already: call its methods (evaluate, "
+                           "predict, ...) instead")
+        if not isinstance(run_dir, str | os.PathLike):
+            raise RunError(f"run_dir must be the path of a run directory, got "
+                           f"{type(run_dir).__name__}")
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise RunError(f"{str(run_dir)!r} is a file, not a run directory; give the folder "
@@ -559,6 +593,17 @@ def _numbers_problem(config, total: int, key: str = "") -> str | None:
         if problem:
             return problem
     return None
+
+
+def _check_refined(refined, n: int) -> tuple:
+    """``predict_refined``'s ``refined``: the (params, last_state, theta) that :meth:`refine`
+    returns, for the same ``n`` trajectories."""
+    if not (isinstance(refined, tuple | list) and len(refined) == 3
+            and all(isinstance(a, torch.Tensor) and a.dim() == 2 and a.shape[0] == n
+                    for a in refined)):
+        raise DataError(f"refined must be what refine() returns for these {n} trajectories "
+                        f"(params, last_state, theta), from the same context")
+    return tuple(refined)
 
 
 def _class_problem(info: dict, class_name: str, model) -> str | None:
