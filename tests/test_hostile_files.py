@@ -276,3 +276,13 @@ def test_a_file_too_short_for_the_default_context_names_the_file_not_an_option(
     rc = cli.main(["fit", "--epochs", "1", "--no-figures", "--model", "warp-phys", "--data",
                    str(short), "--out", str(tmp_path / "run")])
     refused(rc, capsys, "the data have 5 time steps", "or --context 2")
+
+
+def test_an_option_of_another_model_names_its_flag_and_the_models_that_take_it(tmp_path,
+                                                                              capsys):
+    rc = cli.main(["fit", "--system", "pendulum", "--model", "warp", "--readout", "head",
+                   "--epochs", "1", "--out", str(tmp_path / "run")])
+    refused(rc, capsys, "model 'warp' takes no option readout (--readout; for warp-phys)")
+    rc = cli.main(["fit", "--system", "pendulum", "--model", "gru", "--no-fresh-data",
+                   "--epochs", "1", "--out", str(tmp_path / "run")])
+    refused(rc, capsys, "fresh_data (--no-fresh-data; for warp-phys)")

@@ -72,3 +72,9 @@ def test_configure_sets_torch_threads():
         assert _threads.configure(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_more_threads_than_cores_are_capped_with_a_warning():
+    with pytest.warns(UserWarning, match="--threads 1000 is more than the 2 CPU cores"):
+        assert _threads.choose(1000, cores=2) == (2, "requested")
+    assert _threads.choose(2, cores=2) == (2, "requested")

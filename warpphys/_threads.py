@@ -14,6 +14,7 @@ user's ``OMP_NUM_THREADS``, then the rule of :func:`choose`.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -48,16 +49,20 @@ def choose(requested: int | None = None, *, work_flops: float | None = None,
         load: the machine's 1-minute load average (default: ``os.getloadavg``), so that cores
             busy with other processes are not counted on.
     """
+    cores = available_cores() if cores is None else cores
     if requested is not None:
         if requested < 1:
             raise ValueError(f"threads must be a positive integer, got {requested}")
+        if requested > cores:  # (each thread would wait at every barrier for another's core)
+            warnings.warn(f"--threads {requested} is more than the {cores} CPU cores this "
+                          f"process may use; using {cores}", stacklevel=3)
+            return cores, "requested"
         return int(requested), "requested"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
     if work_flops is None or work_flops < PARALLEL_FLOPS:
         return 1, "small work"
-    cores = available_cores() if cores is None else cores
     if load is None:
         try:
             load = os.getloadavg()[0]

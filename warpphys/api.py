@@ -198,7 +198,14 @@ def fit(
         raise RunError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
     unknown = set(options) - set(BASE_OPTIONS) - model_option_names(model)
     if unknown:
-        raise RunError(f"unknown options {sorted(unknown)} for model {model!r}")
+        def named(key):  # as the Python keyword and, where there is one, the command's flag
+            flag = "--no-fresh-data" if key == "fresh_data" else "--" + key.replace("_", "-")
+            takers = [m for m in sorted(MODELS) if key in model_option_names(m)]
+            return f"{key} ({flag}; {'for ' + ', '.join(takers) if takers else 'no model'})"
+
+        raise RunError(f"model {model!r} takes no option "
+                       f"{', '.join(named(k) for k in sorted(unknown))}; leave it out, or choose "
+                       f"a model that takes it")
     test_file = Trajectories.load(test_data, system=system) if test_data is not None else None
     if test_file is not None:
         test_file = test_file.rename_params(param_names, system, strict=False)
@@ -478,8 +485,9 @@ def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> bool
             raise
         raise ResourceError(f"{sizes} would have more weights than memory can hold; use a "
                             f"smaller --width or --depth") from None
-    # weights, gradients, Adam's two moments and the best and last good copies: 6 float32 each
-    check_memory(24.0 * n_weights, f"{sizes} ({n_weights:.3g} weights)",
+    # weights, gradients, Adam's two moments and the best and last good copies: 6 float32 each,
+    # and the backward's temporaries (a 500-state file peaked at 1.2x the 24 bytes): 32 bytes
+    check_memory(32.0 * n_weights, f"{sizes} ({n_weights:.3g} weights)",
                  "use a smaller --width or --depth")
     return bool(getattr(net, "has_params", False))
 

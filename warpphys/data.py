@@ -595,7 +595,8 @@ def check_simulation_cost(system: str | None, n: int | None, split: str = "train
         # states and the solver's stages (dopri8: 13) in float64, and the float64 file copy
         check_memory(8.0 * n_traj * len(t) * sys_.dim * 3 + 8.0 * n_traj * sys_.dim * 16,
                      f"simulating {n_traj} trajectories of {len(t)} steps",
-                     "use a smaller --n, or simulate several files with different --seed")
+                     "use a smaller --n (--n-train for fit), or simulate several files with "
+                     "different --seed")
     lo_hi = [chosen.get(p.name, p.train) for p in sys_.params]
     rho = fastest_rate(sys_, proto.initial_state.sample(4, torch.Generator().manual_seed(0)),
                        lo_hi)
