@@ -126,7 +126,7 @@ def test_physics_roots_refuse_solver_settings_that_cannot_run():
     (lambda c: c.update(info=json.dumps({k: v for k, v in json.loads(c["info"]).items()
                                          if k != "window"})), "no window"),
     (lambda c: c["state_dict"].update(B=c["state_dict"]["B"].to(torch.complex64)),
-     "real-valued"),
+     "real-valued tensors holding their values"),
 ])
 def test_edited_scales_are_named_as_the_checkpoints_fault_not_the_datas(
         fitted_run, user_file, tmp_path, capsys, edit, needle):

@@ -550,8 +550,9 @@ def _build(model_cls, config: dict, state_dict: dict):
     if not isinstance(config, dict) or not isinstance(state_dict, dict):
         raise TypeError("its model configuration or weights are not mappings")
     tensors = list(state_dict.values())
-    if not all(isinstance(v, torch.Tensor) and not v.is_complex() for v in tensors):
-        raise TypeError("its weights are not all real-valued tensors")
+    if not all(isinstance(v, torch.Tensor) and not v.is_complex() and not v.is_meta
+               and v.layout == torch.strided for v in tensors):
+        raise TypeError("its weights are not all real-valued tensors holding their values")
     total = sum(v.numel() for v in tensors)
     problem = _numbers_problem(config, max(total, 1))
     if problem:
