@@ -190,7 +190,8 @@ def _check_tolerance(method: str, rtol: float, dtype: torch.dtype) -> None:
     eps = torch.finfo(dtype).eps
     if rtol < eps:
         raise SystemInputError(f"rtol {rtol:g} is below the machine epsilon of {dtype} "
-                               f"({eps:.2g}): no step is that accurate; use rtol >= {eps:.0e}")
+                               f"({eps:.2g}): no step is that accurate; use rtol >= "
+                               f"{10.0 ** math.ceil(math.log10(eps)):.0e}")
     order = SOLVERS[TABLEAU_OF.get(method, method)].order
     if rtol ** (-1 / order) > MAX_STEPS_PER_SCALE:
         loosest = MAX_STEPS_PER_SCALE ** -order
