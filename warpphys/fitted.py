@@ -743,6 +743,8 @@ def _warn_non_finite(rolled: np.ndarray, estimate: str, sys_) -> None:
     if bad:
         what = f"{sys_.name}'s equations" if sys_ is not None else "the model"
         other = " (compare the other estimate's metrics)" if estimate else ""
+        every = (" or, as it is every one, the model itself is broken (a training that "
+                 "diverged, or an edited model.pt)" if bad == len(rolled) else "")
         warnings.warn(f"{bad} of {len(rolled)} {estimate + ' ' if estimate else ''}rollouts "
                       f"overflowed (states not finite), so the metrics over them are null: the "
-                      f"data may not follow {what}{other}", stacklevel=3)
+                      f"data may not follow {what}{other}{every}", stacklevel=3)
