@@ -286,3 +286,11 @@ def test_an_option_of_another_model_names_its_flag_and_the_models_that_take_it(t
     rc = cli.main(["fit", "--system", "pendulum", "--model", "gru", "--no-fresh-data",
                    "--epochs", "1", "--out", str(tmp_path / "run")])
     refused(rc, capsys, "fresh_data (--no-fresh-data; for warp-phys)")
+
+
+def test_a_simulation_that_would_run_for_minutes_is_refused_up_front(tmp_path, capsys):
+    # (damping 4e4 over 6 s: about 80,000 explicit steps, minutes of a 2-core machine)
+    rc = cli.main(["simulate", "--system", "pendulum", "--n", "4", "--range",
+                   "damping=4e4:4e4", "--out", str(tmp_path / "stiff.npz")])
+    refused(rc, capsys, "too stiff or fast to simulate", "budget 20000")
+    assert not (tmp_path / "stiff.npz").exists()
