@@ -294,3 +294,17 @@ def test_a_simulation_that_would_run_for_minutes_is_refused_up_front(tmp_path, c
                    "damping=4e4:4e4", "--out", str(tmp_path / "stiff.npz")])
     refused(rc, capsys, "too stiff or fast to simulate", "budget 20000")
     assert not (tmp_path / "stiff.npz").exists()
+
+
+def test_times_stored_as_durations_and_a_parameter_ranged_twice_are_refused(user_file, tmp_path,
+                                                                           capsys):
+    from warpphys.data import DataError, Trajectories
+
+    with np.load(user_file) as f:
+        path = variant(user_file, tmp_path / "td.npz",
+                       t=(f["t"] * 1000).astype("timedelta64[ms]"))
+    with pytest.raises(DataError, match="'t' holds dates or durations"):
+        Trajectories.load(path)
+    rc = cli.main(["simulate", "--system", "pendulum", "--n", "2", "--range", "damping=0:0.1",
+                   "--range", "damping=0:0", "--out", str(tmp_path / "r.npz")])
+    refused(rc, capsys, "--range names 'damping' twice")

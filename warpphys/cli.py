@@ -275,6 +275,9 @@ def _ranges(items: list[str]) -> dict[str, tuple[float, float]]:
         try:
             if not (eq and colon and name.strip()):
                 raise ValueError
+            if name.strip() in ranges:
+                raise UsageError(f"--range names {name.strip()!r} twice; give each parameter "
+                                 f"one range")
             ranges[name.strip()] = (float(lo), float(hi))
         except ValueError:
             raise UsageError(

@@ -457,6 +457,9 @@ def _build(source: str, **fields) -> Trajectories:
         for key in ("t", "x", "params"):
             a = fields.get(key)
             dtype = None if a is None else np.asarray(a).dtype
+            if dtype is not None and dtype.kind in "mM":  # (as numbers, their unit is lost)
+                raise DataError(f"'{key}' holds dates or durations (dtype {dtype}); store "
+                                f"numbers, e.g. seconds: (t - t[0]) / np.timedelta64(1, 's')")
             if dtype is not None and (
                 not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating)
             ):
