@@ -204,6 +204,17 @@ def test_a_parameter_that_is_zero_everywhere_has_no_relative_error():
     assert metrics.param_relative_error(np.zeros((2, 1)), np.ones((2, 1)))["median"] is None
 
 
+def test_the_recovery_figure_of_a_zero_parameter_gives_the_estimates_size_not_an_error():
+    from warpphys import plots
+
+    true = np.c_[[200.0, 400.0, 600.0], np.zeros(3)]
+    fig = plots.plot_param_recovery(true, {"refined": true + [[0.0, 3.5e-11]]},
+                                    names=["k/m", "c/m"], close=False)
+    titles = [ax.get_title() for ax in fig.axes[:2]]
+    assert "median rel. error" in titles[0] and "0.0%" in titles[0]
+    assert "true value 0" in titles[1] and "|est| 3.5e-11" in titles[1]
+
+
 def test_fit_on_undamped_data_reports_the_identified_parameters_only(tmp_path):
     sim = simulate("spring_mass", 40, "train", 0, ranges={"c": (0.0, 0.0)})
     path = sim.save(tmp_path / "undamped.npz")

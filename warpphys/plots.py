@@ -39,7 +39,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
 from warpphys.rundir import atomic_open
 
@@ -668,12 +668,21 @@ def plot_param_recovery(
             ax.set_ylim(lo, hi)
         ax.set_aspect("equal", adjustable="box")
         parts = []
+        scale = float(np.nanmean(np.abs(a))) if np.isfinite(a).any() else 0.0
         for label, v in ests.items():
-            with _quiet_nan_stats():
-                rel = np.nanmedian(np.abs(v[:, j] - a) / np.abs(a))
-            parts.append((f"{label} " if label else "") + (f"{rel:.1%}" if np.isfinite(rel)
-                                                           else "no finite estimates"))
-        ax.set_title(f"{names[j]}: median rel. error" + ("\n" if several else " ")
+            with _quiet_nan_stats(), np.errstate(divide="ignore", invalid="ignore"):
+                if scale > 0:  # (as metrics.param_relative_error: zeros against 1e-6 of it)
+                    value = np.nanmedian(np.abs(v[:, j] - a) / np.maximum(np.abs(a), 1e-6 * scale))
+                else:  # every true value is 0: no relative error, the estimates' size instead
+                    value = np.nanmedian(np.abs(v[:, j]))
+            text = ("no finite estimates" if not np.isfinite(value)
+                     else f"{value:.1%}" if scale > 0 else f"|est| {value:.2g}")
+            parts.append((f"{label} " if label else "") + text)
+        what = "median rel. error" if scale > 0 else "true value 0, median"
+        if scale == 0:  # tiny estimates: each tick its own exponent (a shared one meets the title)
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(FormatStrFormatter("%.2g"))
+        ax.set_title(f"{names[j]}: {what}" + ("\n" if several else " ")
                      + "\n".join(parts), fontsize="medium")
         ax.set_xlabel(f"true {names[j]}")
         ax.set_ylabel(f"recovered {names[j]}")
