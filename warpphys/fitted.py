@@ -9,11 +9,13 @@ import numbers
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import systems
 from warpphys import checkpoint, metrics, rundir
@@ -405,7 +407,9 @@ class FittedModel:
 
         t = relative_times(extend_times(traj.t, K + H), torch.float64, self.device)
         est, state, theta = refined
-        rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta)
+        with _progress(H, "refined rollout") as bar:
+            rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta,
+                               on_step=None if bar is None else bar.update)
         context = torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)
         return torch.cat([context, rollout[:, 1:]], 1).cpu().numpy()
 
@@ -594,6 +598,25 @@ def _numbers_problem(config, total: int, key: str = "") -> str | None:
         if problem:
             return problem
     return None
+
+
+#: rollouts of at least this many steps show a progress bar (on stderr): one physics step of a
+#: batch takes a few milliseconds, so they run for minutes
+PROGRESS_STEPS = 10_000
+
+
+@contextmanager
+def _progress(steps: int, what: str):
+    """A tqdm bar over ``steps`` steps of ``what`` when they are at least PROGRESS_STEPS, else
+    None; closed on leaving."""
+    if steps < PROGRESS_STEPS:
+        yield None
+        return
+    bar = tqdm(total=steps, desc=what, unit="step", leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _check_refined(refined, n: int) -> tuple:

@@ -86,13 +86,16 @@ def _lm(residuals, z, iterations, damping, eps):
     return z
 
 
-def simulate(root, x0, dt, params, theta=None):
+def simulate(root, x0, dt, params, theta=None, on_step=None):
     """States (B, K+1, d) from x0 (B, d) through the physics step with fixed ``params``, one step
-    per entry of ``dt (K,)`` (the first row is x0)."""
+    per entry of ``dt (K,)`` (the first row is x0); ``on_step()`` is called after each step (a
+    progress bar's update)."""
     out, state = [x0], x0
     for s in range(dt.shape[0]):
         state = root.advance(state, params, dt[s].expand(len(state)), theta)
         out.append(state)
+        if on_step is not None:
+            on_step()
     return torch.stack(out, 1)
 
 
