@@ -398,6 +398,9 @@ def _real_array(key: str, value) -> np.ndarray:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"'{key}' must be an array of real numbers, got "
                         f"{type(value).__name__} ({first[:120]})") from None
+    if a.dtype.kind in "mM":  # (numpy counts durations as numbers; their unit would be lost)
+        raise DataError(f"'{key}' holds dates or durations (dtype {a.dtype}); store numbers, "
+                        f"e.g. seconds: (t - t[0]) / np.timedelta64(1, 's')")
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         got = f" such as {value!r}" if isinstance(value, str | bytes) and len(value) < 40 else ""
         raise DataError(f"'{key}' must hold real numbers, got dtype {a.dtype}{got}")
@@ -453,17 +456,7 @@ def _read_keys(f: np.lib.npyio.NpzFile, path: Path) -> dict:
 
 
 def _build(source: str, **fields) -> Trajectories:
-    try:
-        for key in ("t", "x", "params"):
-            a = fields.get(key)
-            dtype = None if a is None else np.asarray(a).dtype
-            if dtype is not None and dtype.kind in "mM":  # (as numbers, their unit is lost)
-                raise DataError(f"'{key}' holds dates or durations (dtype {dtype}); store "
-                                f"numbers, e.g. seconds: (t - t[0]) / np.timedelta64(1, 's')")
-            if dtype is not None and (
-                not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating)
-            ):
-                raise DataError(f"'{key}' must hold real numbers, got dtype {dtype}")
+    try:  # (Trajectories checks the arrays: _real_array)
         return Trajectories(**fields)
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
