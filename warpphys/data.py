@@ -26,7 +26,7 @@ import torch
 import systems
 from warpphys.errors import WarpphysError
 from warpphys.limits import ResourceError, check_memory
-from warpphys.rundir import atomic_open
+from warpphys.rundir import atomic_open, file_kind
 
 
 class DataError(WarpphysError):
@@ -236,7 +236,7 @@ class Trajectories:
                                 f"readable (a missing target, or a loop of links)")
             raise DataError(f"data file {str(path)!r} does not exist")
         if not path.is_file():  # before it is opened: reading a FIFO or a device never ends
-            raise DataError(f"data file {str(path)!r} is {_file_kind(path)}, not a regular "
+            raise DataError(f"data file {str(path)!r} is {file_kind(path)}, not a regular "
                             f"file; name an .npz trajectory file")
         hint = "write one with numpy.savez(path, t=..., x=...) or `warpphys simulate`"
         try:
@@ -300,20 +300,6 @@ def _data_path(path) -> Path:
         raise DataError(f"the data file's path is empty ({os.fspath(path)!r}); name an .npz "
                         f"trajectory file")
     return Path(path)
-
-
-def _file_kind(path: Path) -> str:
-    """What ``path``, which exists and is not a regular file, is: 'a folder', 'a FIFO (named
-    pipe)', ..."""
-    import stat
-
-    mode = path.stat().st_mode
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "a special file"
 
 
 def _convert_command(path: Path, key: str | None, *, single: bool = False,

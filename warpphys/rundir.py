@@ -61,6 +61,18 @@ def atomic_open(path: str | os.PathLike, *, binary: bool = False,
 MAX_CHECKPOINT_BYTES, MAX_JSON_BYTES = 2**32, 2**26
 
 
+def file_kind(path: str | os.PathLike) -> str:
+    """What ``path``, which exists and is not a regular file, is: 'a folder', 'a FIFO (named
+    pipe)', ... (links followed)."""
+    mode = os.stat(path).st_mode
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = RunError) -> bytes:
     """The contents of the regular file ``path`` (links followed), of at most ``limit`` bytes.
 
@@ -69,8 +81,8 @@ def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = Run
     one warpphys wrote. A missing file raises FileNotFoundError as usual."""
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
-        raise error(f"{str(path)!r} is not a regular file (a device, FIFO or folder is in its "
-                    f"place); put back the file that `warpphys fit` wrote")
+        raise error(f"{str(path)!r} is {file_kind(path)}, not a regular file; put back the "
+                    f"file that `warpphys fit` wrote")
     if info.st_size > limit:
         raise error(f"{str(path)!r} is {info.st_size:,} bytes, larger than any file warpphys "
                     f"writes there ({limit:,} at most); it is not one of a run's files")
@@ -166,7 +178,7 @@ def is_run_dir(run_dir: Path) -> bool:
     it holds nothing but the files of a run."""
     try:
         config = read_json(run_dir / CONFIG_FILE)
-    except (OSError, ValueError, RunError):
+    except (OSError, ValueError):  # (RunError is a ValueError)
         return False
     if not (isinstance(config, dict) and {"model", "options", "versions"} <= set(config)):
         return False
