@@ -76,17 +76,21 @@ def _count(value, name: str, unit: str = "steps") -> int:
 MAX_ITERATIONS = 1000
 
 
-def _refine_args(iterations, batch_size=1) -> tuple[int, int]:
-    """Checked ``iterations`` (0..MAX_ITERATIONS) and ``batch_size`` (>= 1) of a refinement or
-    rollout."""
-    n = _count(iterations, "iterations", "iterations")
+def _iterations(value) -> int:
+    """A refinement's checked ``iterations``: a whole number from 0 to MAX_ITERATIONS."""
+    n = _count(value, "iterations", "iterations")
     if not 0 <= n <= MAX_ITERATIONS:
         raise DataError(f"iterations must be from 0 to {MAX_ITERATIONS} (the refinement "
-                        f"converges in about ten), got {iterations!r}")
-    b = _count(batch_size, "batch_size", "trajectories")
+                        f"converges in about ten), got {value!r}")
+    return n
+
+
+def _batch_size(value) -> int:
+    """A checked ``batch_size``: a whole number of trajectories, at least 1."""
+    b = _count(value, "batch_size", "trajectories")
     if b < 1:
-        raise DataError(f"batch_size must be at least 1, got {batch_size!r}")
-    return n, b
+        raise DataError(f"batch_size must be at least 1, got {value!r}")
+    return b
 
 
 #: the fewest context steps from which a model reads physical parameters (it reads them from
@@ -301,7 +305,7 @@ class FittedModel:
         if keep_theta and estimate is None:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
-        _, batch_size = _refine_args(0, batch_size)
+        batch_size = _batch_size(batch_size)
         K = self._context(traj, context, whole=True)
         H = self._horizon(traj, K, horizon)
         check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
@@ -363,7 +367,7 @@ class FittedModel:
         the refined (denoised) one from which :meth:`predict_refined` rolls out.
         ``iterations`` 0: the amortised estimates as they are."""
         self._need_params("refine")
-        iterations, batch_size = _refine_args(iterations, batch_size)
+        iterations, batch_size = _iterations(iterations), _batch_size(batch_size)
         return self._refine(traj, self._context(traj, context), iterations, batch_size)[1:]
 
     def _refine(self, traj: Trajectories, K: int, iterations: int = 10,
@@ -394,7 +398,7 @@ class FittedModel:
         in float64. Returns ``x_hat (N, K+H, d)`` like :meth:`predict` (its first K rows are the
         given context). ``refined``: the output of :meth:`refine`, if already computed."""
         self._need_params("predict_refined")
-        iterations, _ = _refine_args(iterations)
+        iterations = _iterations(iterations)
         K = self._context(traj, context)
         H = self._horizon(traj, K, horizon)
         if refined is not None:
@@ -480,7 +484,7 @@ class FittedModel:
         self._need_params("recover_params")
         K = self._context(traj, context)
         if refine:
-            return self._refine(traj, K, _refine_args(iterations)[0])[1].cpu().numpy()
+            return self._refine(traj, K, _iterations(iterations))[1].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = relative_times(traj.t[:K], torch.float32, self.device)
         return self.model.recover_params(x, t, K).double().cpu().numpy()
