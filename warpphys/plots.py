@@ -41,6 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
+from warpphys import metrics
 from warpphys.rundir import atomic_open
 
 __all__ = [
@@ -668,18 +669,16 @@ def plot_param_recovery(
             ax.set_ylim(lo, hi)
         ax.set_aspect("equal", adjustable="box")
         parts = []
-        scale = float(np.nanmean(np.abs(a))) if np.isfinite(a).any() else 0.0
+        zero = not (np.abs(a[~np.isnan(a)]) > 0).any()  # every true value 0: no relative error
         for label, v in ests.items():
-            with _quiet_nan_stats(), np.errstate(divide="ignore", invalid="ignore"):
-                if scale > 0:  # (as metrics.param_relative_error: zeros against 1e-6 of it)
-                    value = np.nanmedian(np.abs(v[:, j] - a) / np.maximum(np.abs(a), 1e-6 * scale))
-                else:  # every true value is 0: no relative error, the estimates' size instead
-                    value = np.nanmedian(np.abs(v[:, j]))
-            text = ("no finite estimates" if not np.isfinite(value)
-                     else f"{value:.1%}" if scale > 0 else f"|est| {value:.2g}")
+            ok = ~(np.isnan(v[:, j]) | np.isnan(a))  # (_float made non-finite values NaN)
+            err = (metrics.param_relative_error(a[ok, None], v[ok, j, None])["median"]
+                   if ok.any() else None)
+            text = ("no finite estimates" if not ok.any() else f"{err:.1%}" if err is not None
+                    else f"|est| {np.median(np.abs(v[ok, j])):.2g}")
             parts.append((f"{label} " if label else "") + text)
-        what = "median rel. error" if scale > 0 else "true value 0, median"
-        if scale == 0:  # tiny estimates: each tick its own exponent (a shared one meets the title)
+        what = "true value 0, median" if zero else "median rel. error"
+        if zero:  # tiny estimates: each tick its own exponent (a shared one meets the title)
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(FormatStrFormatter("%.2g"))
         ax.set_title(f"{names[j]}: {what}" + ("\n" if several else " ")
