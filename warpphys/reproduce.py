@@ -560,8 +560,8 @@ def _run_config(run_dir: Path) -> dict:
         problem = f"it cannot be read as JSON ({e})"
     else:
         problem = None if isinstance(info, dict) else "not a JSON object"
-        for key in ("n_train", "context"):
-            v = info.get(key) if problem is None else 1
+        for key in ("n_train", "context") if problem is None else ():
+            v = info.get(key)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 problem = f"its {key} {v!r} is not a positive whole number"
                 break
