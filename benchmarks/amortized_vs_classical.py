@@ -104,15 +104,17 @@ def run(*, n: int = 4096, run_dir: str | Path | None = None, epochs: int = 10,
         test = _crop(_simulate(info, n, "test", seed + 1, preset), K + 1)
         true = sys_.identifiable(test.system_params(sys_))
 
-        def amortised(refine: bool) -> tuple[np.ndarray, float]:
+        def estimated(estimate: str) -> tuple[np.ndarray, float]:
             t0 = time.perf_counter()
-            parts = [fitted.recover_params(test.subset(slice(i, i + batch)), K, refine=refine)
+            parts = [fitted.recover_params(test.subset(slice(i, i + batch)), K,
+                                           estimate=estimate)
                      for i in range(0, test.n, batch)]
             return np.concatenate(parts), time.perf_counter() - t0
 
-        fitted.recover_params(test.subset(slice(0, 8)), K)  # warm-up (allocations, kernels)
-        est_warp, warp_s = amortised(False)
-        est_ref, ref_s = amortised(True)
+        # warm-up (allocations, kernels)
+        fitted.recover_params(test.subset(slice(0, 8)), K, estimate="amortised")
+        est_warp, warp_s = estimated("amortised")
+        est_ref, ref_s = estimated("refined")
 
         # the classical start: the middle (geometric) of the run's training parameter ranges
         classical = ClassicalSysID(sys_.dim, system=sys_.name)

@@ -106,6 +106,24 @@ def test_predict_rolls_out_the_refined_estimate_by_default(phys_run, user_file):
         fitted.predict(traj, 5, 10, estimate="best")
 
 
+def test_recover_params_gives_the_refined_estimate_by_default(phys_run, user_file):
+    fitted = api.load(phys_run)
+    traj = Trajectories.load(user_file)
+    default = fitted.recover_params(traj, 5)
+    refined = fitted.recover_params(traj, 5, estimate="refined")
+    amortised = fitted.recover_params(traj, 5, estimate="amortised")
+    np.testing.assert_array_equal(default, refined)
+    np.testing.assert_array_equal(default, fitted.refine(traj, 5)[0].numpy())
+    assert not np.allclose(refined, amortised)
+    # the older spelling still works, and may not contradict the new one
+    np.testing.assert_array_equal(fitted.recover_params(traj, 5, refine=False), amortised)
+    np.testing.assert_array_equal(fitted.recover_params(traj, 5, refine=True), refined)
+    with pytest.raises(api.RunError, match="give one of them"):
+        fitted.recover_params(traj, 5, refine=True, estimate="amortised")
+    with pytest.raises(api.RunError, match="True or False"):
+        fitted.recover_params(traj, 5, refine="yes")
+
+
 def test_black_box_models_have_no_twins_and_refuse_the_refined_estimate(fitted_run, user_file):
     fitted = api.load(fitted_run)
     m = fitted.evaluate(Trajectories.load(user_file))

@@ -473,17 +473,29 @@ class FittedModel:
 
     @torch.no_grad()
     def recover_params(self, traj: Trajectories, context: int | None = None, *,
-                       refine: bool = False, iterations: int = 10) -> np.ndarray:
+                       estimate: str | None = None, iterations: int = 10,
+                       refine: bool | None = None) -> np.ndarray:
         """Physical parameters (N, p) estimated from the context window.
 
-        By default in one forward pass of WARP-Phys (amortised, gradient-free). With ``refine``,
-        the estimate then seeds ``iterations`` batched Levenberg-Marquardt steps on the context's
-        one-step errors through the same physics step, then a few on the whole context simulated
-        from its (estimated) first state (see :func:`warpphys.refine.refine_context`).
+        ``estimate`` (default :attr:`default_estimate`, the refined one): "amortised" is one
+        forward pass of WARP-Phys (gradient-free); "refined" then takes ``iterations`` batched
+        Levenberg-Marquardt steps on the context's one-step errors through the same physics
+        step, and a few on the whole context simulated from its (estimated) first state (see
+        :func:`warpphys.refine.refine_context`). ``refine``: the older spelling of the choice
+        (True: "refined", False: "amortised").
         """
         self._need_params("recover_params")
+        if refine is not None:
+            if not isinstance(refine, bool | np.bool_):
+                raise RunError(f"refine must be True or False, not {refine!r}")
+            chosen = "refined" if refine else "amortised"
+            if estimate is not None and estimate != chosen:
+                raise RunError(f"refine={bool(refine)} asks for the {chosen} estimate, "
+                               f"estimate={estimate!r} for another; give one of them")
+            estimate = chosen
+        est = self.resolve_estimate(estimate)
         K = self._context(traj, context)
-        if refine:
+        if est == "refined":
             return self._refine(traj, K, _iterations(iterations))[1].cpu().numpy()
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = relative_times(traj.t[:K], torch.float32, self.device)
