@@ -65,14 +65,15 @@ def test_trajectories_of_another_system_or_impossible_parameters_are_refused(fit
 def test_a_rollout_that_overflows_is_the_models_failure_and_writes_nothing(fitted_run,
                                                                            user_file, tmp_path,
                                                                            monkeypatch, capsys):
-    original = api.FittedModel.predict
+    original = api.FittedModel.forecasts
 
-    def overflowing(self, traj, context=None, horizon=None, **kw):
-        x_hat = original(self, traj, context, horizon, **kw)
-        x_hat[1, context + 2:] = np.inf
-        return x_hat
+    def overflowing(self, traj, context=None, *args, **kw):
+        out = original(self, traj, context, *args, **kw)
+        for forecast in out.values():
+            forecast.x_hat[1, context + 2:] = np.inf
+        return out
 
-    monkeypatch.setattr(api.FittedModel, "predict", overflowing)
+    monkeypatch.setattr(api.FittedModel, "forecasts", overflowing)
     out = tmp_path / "pred.npz"
     rc = cli.main(["predict", str(fitted_run), "--data", str(user_file), "--context", "5",
                    "--horizon", "4", "--out", str(out)])

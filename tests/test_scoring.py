@@ -8,6 +8,7 @@ not how good they are.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -164,7 +165,16 @@ def test_cli_estimate_switch_on_fit_evaluate_and_predict(phys_run, user_file, tm
                          "--horizon", "7", "--out", str(pred), *flag]) == 0
         said = json.loads(capsys.readouterr().out)["estimate"]
         assert said == (flag[1] if flag else "refined")
-        np.testing.assert_allclose(Trajectories.load(pred).x, expected, rtol=1e-12)
+        with warnings.catch_warnings():  # (its extra keys are read back without a warning)
+            warnings.simplefilter("error")
+            np.testing.assert_allclose(Trajectories.load(pred).x, expected, rtol=1e-12)
+        # and the parameters that drove the rollouts, named, with the estimate's name
+        with np.load(pred) as f:
+            assert str(f["estimate"]) == said
+            assert list(f["params_estimated_names"]) == list(fitted.system.param_names)
+            np.testing.assert_allclose(f["params_estimated"],
+                                       fitted.recover_params(traj, 5, estimate=said),
+                                       rtol=1e-12)
 
 
 def test_cli_refuses_the_refined_estimate_of_a_black_box(fitted_run, user_file, tmp_path,
@@ -176,6 +186,11 @@ def test_cli_refuses_the_refined_estimate_of_a_black_box(fitted_run, user_file, 
                    "--horizon", "3", "--out", str(tmp_path / "p.npz"), "--estimate", "refined"])
     refused(rc, capsys, "no physical parameters")
     assert not (tmp_path / "p.npz").exists()
+    # its own rollout is written with the input's keys only: it has no parameters to add
+    assert cli.main(["predict", str(fitted_run), "--data", str(user_file), "--context", "5",
+                     "--horizon", "3", "--out", str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert not set(f.files) & {"params_estimated", "params_estimated_names", "estimate"}
     rc = cli.main(["fit", *_small("warp"), "--data", str(user_file), "--out",
                    str(tmp_path / "run"), "--estimate", "refined"])
     refused(rc, capsys, "no physical parameters")

@@ -897,21 +897,26 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
             estimate: str | None = None, force: bool = False) -> Trajectories:
     """Roll out a run on an .npz file and write ``x (N, K+H, d)`` with the input's keys;
     ``estimate`` as in :func:`evaluate` (models with physical parameters: the refined rollout by
-    default). An existing ``out`` is replaced only with ``force``; the input file never."""
+    default). Models with physical parameters also write the parameters that drove each
+    rollout, ``params_estimated (N, p)``, with ``params_estimated_names`` (the system's order)
+    and ``estimate`` (see :data:`warpphys.data.PREDICTION_KEYS`). An existing ``out`` is
+    replaced only with ``force``; the input file never."""
     _check_path("data", data)
     _check_path("out", out)
     check_out_file(out, force=force, inputs=(data,), suffix=".npz")
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
     _check_model_data(traj, None, f"--data {str(data)!r}")
-    x_hat = fitted.predict(traj, context, horizon, estimate=estimate)
+    est = fitted.resolve_estimate(estimate)
+    forecast = fitted.forecasts(traj, context, (est,), horizon=horizon)[est]
+    x_hat = forecast.x_hat
     bad = ~np.isfinite(x_hat).reshape(x_hat.shape[0], x_hat.shape[1], -1).all(2)
     if bad.any():  # (not the data's fault: the context rows are the file's, finite)
         i, k = (int(v) for v in np.argwhere(bad)[0])
         status = fitted.info.get("status")
         trained = (f" (its training {status}: {fitted.info.get('status_message')})"
                    if status not in (None, "completed") else "")
-        raise RunError(f"the model's {fitted.resolve_estimate(estimate)} rollout overflowed "
+        raise RunError(f"the model's {est} rollout overflowed "
                        f"(states not finite) in {int(bad.any(1).sum())} of {len(x_hat)} "
                        f"trajectories, first at trajectory {i}, step {k}: the model{trained} "
                        f"cannot predict these data, which may lie far from its training data; "
@@ -919,6 +924,11 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
     res = Trajectories(t=extend_times(traj.t, x_hat.shape[1]), x=x_hat, params=traj.params,
                        state_names=traj.state_names, param_names=traj.param_names,
                        system=traj.system)
-    res.save(out)
+    extra = {}
+    if forecast.params is not None:
+        extra = {"params_estimated": forecast.params,
+                 "params_estimated_names": np.array(fitted.system.param_names),
+                 "estimate": np.array(est)}
+    res.save(out, extra=extra)
     return res
 

@@ -205,8 +205,13 @@ class Trajectories:
         )
 
     # -- files ------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write an .npz file atomically (a temporary file renamed into place)."""
+    def save(self, path: str | os.PathLike, extra: Mapping[str, np.ndarray] | None = None
+             ) -> Path:
+        """Write an .npz file atomically (a temporary file renamed into place); ``extra``:
+        further arrays of :data:`PREDICTION_KEYS` to write beside the format's."""
+        extra = dict(extra or {})
+        if set(extra) - set(PREDICTION_KEYS):
+            raise ValueError(f"extra arrays may only be {PREDICTION_KEYS}, got {sorted(extra)}")
         arrays = {"t": self.t, "x": self.x}
         if self.params is not None:
             arrays["params"] = self.params
@@ -220,7 +225,7 @@ class Trajectories:
         if path.suffix != ".npz":
             raise DataError(f"trajectory files end in .npz, got {path.name!r}")
         with atomic_open(path, binary=True) as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays, **extra)
         return path
 
     @classmethod
@@ -263,7 +268,7 @@ class Trajectories:
             raise DataError(_no_x_message(path, raw))
         if "t" not in raw:
             raise DataError(f"{str(path)!r} has no array 't': add the (T,) sample times")
-        unknown = set(raw.pop(_UNREAD))
+        unknown = set(raw.pop(_UNREAD)) - set(PREDICTION_KEYS)
         if unknown:
             warnings.warn(f"{path.name}: ignoring unknown keys {sorted(unknown)}", stacklevel=2)
         sysname = raw.get("system")
@@ -370,6 +375,10 @@ def _bare_array_message(path: Path, shape: tuple, hint: str) -> str:
 
 #: the keys of a trajectory file; others are never read
 KEYS = ("t", "x", "params", "state_names", "param_names", "system")
+#: what ``warpphys predict`` adds to its output file for models with physical parameters: the
+#: parameters of the estimate that drove each rollout (N, p), their names (the system's order)
+#: and which estimate it was; reading such a file back ignores them without a warning
+PREDICTION_KEYS = ("params_estimated", "params_estimated_names", "estimate")
 _UNREAD = "\0unread"
 
 

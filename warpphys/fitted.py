@@ -280,6 +280,17 @@ class FittedModel:
                           f"To read after {context} steps, fit with --context {context}",
                           stacklevel=3)
 
+    def _span(self, traj: Trajectories, context: int | None, horizon: int | None
+              ) -> tuple[int, int]:
+        """(K, H) of a rollout of ``traj`` (the context may be the whole file when a horizon
+        continues past its end), checked, and its output's size against the memory."""
+        K = self._context(traj, context, whole=horizon is not None)
+        H = self._horizon(traj, K, horizon)
+        check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
+                     f"predicting {traj.n} trajectories over {K + H} steps",
+                     "use a smaller --horizon, or predict a few trajectories at a time")
+        return K, H
+
     @staticmethod
     def _horizon(traj: Trajectories, K: int, horizon: int | None) -> int:
         H = traj.n_times - K if horizon is None else _count(horizon, "--horizon")
@@ -306,11 +317,7 @@ class FittedModel:
             estimate = "amortised"
         est = self.resolve_estimate(estimate)
         batch_size = _batch_size(batch_size)
-        K = self._context(traj, context, whole=True)
-        H = self._horizon(traj, K, horizon)
-        check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
-                     f"predicting {traj.n} trajectories over {K + H} steps",
-                     "use a smaller --horizon, or predict a few trajectories at a time")
+        K, H = self._span(traj, context, horizon)
         if est == "refined":
             if keep_theta:
                 raise RunError("keep_theta returns the weights of the one-pass rollout; ask "
@@ -420,11 +427,12 @@ class FittedModel:
     # -- scoring --------------------------------------------------------------------------------
     @torch.no_grad()
     def forecasts(self, traj: Trajectories, context: int | None = None,
-                  estimates: tuple[str, ...] | None = None) -> dict[str, Forecast]:
-        """Each estimate's rollout of ``traj`` from ``context`` to the file's end, computed once:
-        {estimate: :class:`Forecast`} for ``estimates`` (default: all the model offers)."""
-        K = self._context(traj, context)
-        H = traj.n_times - K
+                  estimates: tuple[str, ...] | None = None, horizon: int | None = None
+                  ) -> dict[str, Forecast]:
+        """Each estimate's rollout of ``traj`` from ``context`` over ``horizon`` steps (default:
+        to the file's end), computed once: {estimate: :class:`Forecast`} for ``estimates``
+        (default: all the model offers), with the parameters each used."""
+        K, H = self._span(traj, context, horizon)
         wanted = tuple(self.resolve_estimate(e) for e in (estimates or self.estimates))
         out = {}
         if "amortised" in wanted:
@@ -433,13 +441,15 @@ class FittedModel:
             out["amortised"] = Forecast(x_hat, None, time.perf_counter() - t0)
         if self.model.has_params:
             t0 = time.perf_counter()
-            amortised, *refined = self._refine(traj, K)
-            x_ref = self._rollout_refined(traj, K, H, refined) if "refined" in wanted else None
-            seconds = time.perf_counter() - t0
+            if "refined" in wanted:
+                amortised, *refined = self._refine(traj, K)
+                x_ref = self._rollout_refined(traj, K, H, refined)
+                out["refined"] = Forecast(x_ref, refined[0].cpu().numpy(),
+                                          time.perf_counter() - t0)
+            else:  # (no refinement asked for: none computed)
+                amortised = self._amortised_params(traj, K)
             if "amortised" in wanted:
                 out["amortised"].params = amortised.cpu().numpy()
-            if "refined" in wanted:
-                out["refined"] = Forecast(x_ref, refined[0].cpu().numpy(), seconds)
         return out
 
     def score(self, truth: Trajectories, forecasts: dict[str, Forecast], context: int, *,
@@ -497,9 +507,13 @@ class FittedModel:
         K = self._context(traj, context)
         if est == "refined":
             return self._refine(traj, K, _iterations(iterations))[1].cpu().numpy()
+        return self._amortised_params(traj, K).cpu().numpy()
+
+    def _amortised_params(self, traj: Trajectories, K: int) -> torch.Tensor:
+        """The one-pass estimate (N, p) in float64, inputs already checked."""
         x = torch.as_tensor(traj.x[:, :K], dtype=torch.float32, device=self.device)
         t = relative_times(traj.t[:K], torch.float32, self.device)
-        return self.model.recover_params(x, t, K).double().cpu().numpy()
+        return self.model.recover_params(x, t, K).double()
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
