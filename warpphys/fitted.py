@@ -58,6 +58,18 @@ class Forecast:
     seconds: float = 0.0
 
 
+@dataclass
+class Identified:
+    """Estimates of the identifiable parameter combinations ``names (q,)`` of N trajectories
+    (:meth:`FittedModel.identify`): ``refined (N, q)`` with standard errors ``std (N, q)``, and
+    the one-pass ``amortised (N, q)``."""
+
+    names: tuple[str, ...]
+    refined: np.ndarray
+    std: np.ndarray
+    amortised: np.ndarray
+
+
 def extend_times(t: np.ndarray, length: int) -> np.ndarray:
     """The first ``length`` sample times, continuing ``t``'s last spacing past its end."""
     if length > len(t):
@@ -378,9 +390,10 @@ class FittedModel:
         return self._refine(traj, self._context(traj, context), iterations, batch_size)[1:]
 
     def _refine(self, traj: Trajectories, K: int, iterations: int = 10,
-                batch_size: int = 4096):
+                batch_size: int = 4096, covariance: bool = False):
         """``(amortised params, refined params, last_state, theta)``, inputs already checked:
-        each estimate computed once."""
+        each estimate computed once; with ``covariance``, also the refined parameters'
+        covariance (N, p, p) (:func:`warpphys.refine.refine_context`)."""
         from warpphys.refine import refine_context
 
         t = relative_times(traj.t[:K], torch.float64, self.device)
@@ -390,11 +403,38 @@ class FittedModel:
             xk = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float64,
                                  device=self.device)
             est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
-            ref, last = refine_context(self.model.root, xk, t, est.double(),
-                                       theta=theta.double(), iterations=iterations,
-                                       scale=scale)
-            parts.append((est.double(), ref, last, theta.double()))
+            refined = refine_context(self.model.root, xk, t, est.double(),
+                                     theta=theta.double(), iterations=iterations,
+                                     scale=scale, covariance=covariance)
+            parts.append((est.double(), *refined[:2], theta.double(), *refined[2:]))
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+    @torch.no_grad()
+    def identify(self, traj: Trajectories, context: int | None = None, *,
+                 iterations: int = 10) -> Identified:
+        """What the context window determines of the physics: the identifiable parameter
+        combinations (the system's ``identifiable_names``, e.g. k/m and c/m of a spring-mass)
+        of each trajectory, refined, with their standard errors, and the one-pass estimate.
+
+        The standard errors are those of the refinement's least-squares fit of the physics to
+        the whole context (Gauss-Newton, the noise level estimated from the fit's own residuals):
+        about the spread of the estimates over repeated observation noise, when the model's
+        physics is the data's. They do not cover a wrong model, and on noise-free data they are
+        as small as the fit's rounding."""
+        from warpphys.refine import combination_std
+
+        self._need_params("identify")
+        K = self._context(traj, context)
+        amortised, refined, _, _, cov = self._refine(traj, K, _iterations(iterations),
+                                                     covariance=True)
+        sys_ = self.system
+        typical = self.model.root.log_scale.exp().to(refined)
+        std = combination_std(sys_.identifiable, refined, cov,
+                              1e-6 * (refined.abs() + 1e-3 * typical))
+        return Identified(names=tuple(sys_.identifiable_names),
+                          refined=sys_.identifiable(refined).cpu().numpy(),
+                          std=std.cpu().numpy(),
+                          amortised=sys_.identifiable(amortised).cpu().numpy())
 
     @torch.no_grad()
     def predict_refined(self, traj: Trajectories, context: int | None = None,

@@ -54,6 +54,18 @@ def _residuals(root, x, dt, log_params, theta, scale):
     return ((pred.view(n * B, K - 1, d) - _tile(x[:, 1:], n)) / scale).reshape(n * B, -1)
 
 
+def _jacobian(residuals, z, h):
+    """Central-difference Jacobian (B, R, q) of ``residuals`` at ``z (B, q)``, with step ``h``
+    along each unknown (a number, or (B, q)): the 2q shifted evaluations as one stacked call
+    (rows ``i B + b`` of the stack belong to trajectory b)."""
+    B, q = z.shape
+    h = torch.as_tensor(h, dtype=z.dtype, device=z.device).expand(B, q)
+    shift = torch.diag_embed(h)  # (B, q, q): +h then -h along each unknown
+    stacked = torch.cat([z[:, None] + shift, z[:, None] - shift], 1).transpose(0, 1)
+    out = residuals(stacked.reshape(2 * q * B, q)).view(2, q, B, -1)
+    return ((out[0] - out[1]) / (2 * h.T[..., None])).permute(1, 2, 0)
+
+
 def _lm(residuals, z, iterations, damping, eps):
     """Batched Levenberg-Marquardt on unknowns ``z (B, q)`` of ``residuals(z) -> (B, R)``, with a
     central-difference Jacobian and a per-trajectory damping. Only improving steps are taken.
@@ -64,11 +76,8 @@ def _lm(residuals, z, iterations, damping, eps):
     r = residuals(z)
     cost = (r**2).sum(1)
     eye = torch.eye(q, dtype=z.dtype, device=z.device)
-    steps = eps * torch.cat([eye, -eye])  # (2q, q): +eps then -eps along each unknown
     for _ in range(iterations):
-        # all 2q shifted evaluations as one stacked batch (2q B rows): one call, not 2q
-        shifted = residuals((z[None] + steps[:, None]).reshape(2 * q * B, q)).view(2, q, B, -1)
-        J = ((shifted[0] - shifted[1]) / (2 * eps)).permute(1, 2, 0)  # (B, R, q)
+        J = _jacobian(residuals, z, eps)  # (B, R, q)
         JtJ = J.transpose(1, 2) @ J
         g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
         diag = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-12)
@@ -103,18 +112,22 @@ def simulate(root, x0, dt, params, theta=None, on_step=None):
 def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, *,
                    theta: torch.Tensor | None = None, iterations: int = 10,
                    shooting_iterations: int = 5, damping: float = 1e-3, eps: float = 1e-5,
-                   scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   scale: torch.Tensor | None = None, covariance: bool = False) -> tuple:
     """One-step refinement (:func:`refine_params`), then ``shooting_iterations`` LM steps on the
     log-parameters and the first context state together, the whole context simulated from it.
 
     Args and the parameters' return as in :func:`refine_params`; also returns the simulated last
     context state (B, d), from which a rollout should start (the observed one carries the
     observation noise). ``shooting_iterations=0`` skips the second stage (the last state is then
-    the observed one).
+    the observed one). With ``covariance``, also the parameters' covariance (B, p, p) of this
+    least-squares fit (:func:`_covariance`), from the second stage (which is then required).
     """
     params = refine_params(root, x, t, params, theta=theta, iterations=iterations,
                            damping=damping, eps=eps, scale=scale)
     if shooting_iterations <= 0:
+        if covariance:
+            raise ValueError("the covariance comes from the shooting stage: give "
+                             "shooting_iterations >= 1")
         return params, x[:, -1]
     dt = t[1:] - t[:-1]
     B, K, d = x.shape
@@ -124,16 +137,43 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
 
     th = theta if _uses_theta(root, theta) else None
 
-    def residuals(z):  # z: (n B, p + d), n stacked sets of unknowns
-        n = z.shape[0] // B
+    def misfit(params, first):  # (n B, p) parameters, (n B, d) first states in units w0
+        n = params.shape[0] // B
         unit = _tile(w0, n) if w0.shape[0] == B else w0
-        sim = simulate(root, z[:, p:] * unit, dt, z[:, :p].exp(), _tile(th, n))
+        sim = simulate(root, first * unit, dt, params, _tile(th, n))
         return ((sim - _tile(x, n)) / (_tile(w, n) if w.dim() == 3 else w)).reshape(n * B, -1)
 
     z = torch.cat([params.clamp_min(1e-12).log(), x[:, 0] / w0], 1)
-    z = _lm(residuals, z, shooting_iterations, damping, eps)
+    z = _lm(lambda z: misfit(z[:, :p].exp(), z[:, p:]), z, shooting_iterations, damping, eps)
     sim = simulate(root, z[:, p:] * w0, dt, z[:, :p].exp(), th)
-    return z[:, :p].exp(), sim[:, -1]
+    if not covariance:
+        return z[:, :p].exp(), sim[:, -1]
+    u = torch.cat([z[:, :p].exp(), z[:, p:]], 1)  # natural units: a damping may be near 0
+    typical = root.log_scale.exp().to(u) if hasattr(root, "log_scale") else 1.0
+    h = torch.cat([1e-6 * (u[:, :p].abs() + 1e-3 * typical), 1e-6 * torch.ones_like(u[:, p:])],
+                  1)
+    cov = _covariance(lambda u: misfit(u[:, :p], u[:, p:]), u, h)
+    return u[:, :p], sim[:, -1], cov[:, :p, :p]
+
+
+def _covariance(residuals, u, h, rtol: float = 1e-9) -> torch.Tensor:
+    """Covariance (B, q, q) of least-squares estimates ``u (B, q)`` (at the minimum of
+    ``residuals``), Gauss-Newton: s^2 (J^T J)^+, with s^2 the residuals' mean square over their
+    degrees of freedom (observations less determined directions), i.e. the observation noise
+    estimated from the fit itself. Directions the residuals do not determine (a spring-mass's
+    common scale of m, k and c) are left out by the pseudo-inverse, so combinations that the
+    data do determine (k/m) get their variance, and the others none."""
+    J = _jacobian(residuals, u, h)  # (B, R, q)
+    r = residuals(u)
+    norm = J.norm(dim=1).clamp_min(1e-300)  # (B, q): columns of comparable size
+    Jn = J / norm[:, None, :]
+    evals, evecs = torch.linalg.eigh(Jn.transpose(1, 2) @ Jn)
+    keep = evals > rtol * evals[:, -1:].clamp_min(1e-300)
+    inv_evals = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
+    pinv = (evecs * inv_evals[:, None, :]) @ evecs.transpose(1, 2)
+    dof = (r.shape[1] - keep.sum(1)).clamp_min(1)
+    s2 = (r**2).sum(1) / dof
+    return s2[:, None, None] * pinv / (norm[:, :, None] * norm[:, None, :])
 
 
 @torch.no_grad()
@@ -162,3 +202,11 @@ def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, 
     w = _state_scale(x, scale)
     return _lm(lambda z: _residuals(root, x, dt, z, theta, w), logp, iterations, damping,
                eps).exp()
+
+
+def combination_std(fn, params: torch.Tensor, cov: torch.Tensor, h) -> torch.Tensor:
+    """Standard errors (B, q) of combinations ``fn(params) -> (B, q)`` of parameters
+    ``params (B, p)`` with covariance ``cov (B, p, p)`` (delta method: the central-difference
+    gradient of ``fn``, step ``h``, which ``fn`` must take stacked as :func:`_jacobian` does)."""
+    G = _jacobian(fn, params, h)  # (B, q, p)
+    return torch.einsum("bip,bpr,bir->bi", G, cov, G).clamp_min(0).sqrt()
