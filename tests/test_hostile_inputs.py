@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import SMALL_FIT, refused, variant
 
-from warpphys import Trajectories, api, checkpoint, cli
+from warpphys import Trajectories, api, checkpoint, cli, fitted
 from warpphys.train import Trainer
 
 LONG = "x" * 300
@@ -612,11 +612,11 @@ def test_populations_far_below_zero_are_warned_of_and_noise_is_not():
                            param_names=clean.param_names, state_names=clean.state_names)
     with pytest.warns(UserWarning, match=r"prey to -0\.\d+ \(0\.\d+ of its std below 0\), "
                                          r"predator .* give them in physical units"):
-        api._check_model_data(centred, sys_, "--data 'f.npz'")
+        fitted.check_model_data(centred, sys_, "--data 'f.npz'")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        api._check_model_data(add_noise(clean, 0.01, seed=1), sys_, "--data 'f.npz'")
-        api._check_model_data(clean, sys_, "--data 'f.npz'")
+        fitted.check_model_data(add_noise(clean, 0.01, seed=1), sys_, "--data 'f.npz'")
+        fitted.check_model_data(clean, sys_, "--data 'f.npz'")
 
 
 def test_rollouts_that_overflow_are_reported_not_only_nulled():

@@ -76,7 +76,7 @@ def test_save_is_atomic_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(data_mod.np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match="cannot write .*disk full"):
         Trajectories(**arrays(n=5)).save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]  # no temporary left

@@ -36,8 +36,8 @@ from warpphys.errors import RunError, WarpphysError
 from warpphys.fitted import (
     MIN_PARAM_CONTEXT,
     FittedModel,
+    check_model_data,
     check_param_context,
-    check_system_params,
     extend_times,
     relative_times,
     resolve_device,
@@ -168,10 +168,13 @@ def fit(
                 f"{', '.join(extra)} cannot change on resume (allowed: --epochs to train longer, "
                 f"--max-minutes, --device); to change them start a new run with --out"
             )
+        _check_switches(figures=figures, progress=progress)
+        _check_path("resume", resume)
         return _resume(Path(resume), epochs=epochs, device=device, progress=progress,
                        figures=figures, max_seconds=max_seconds)
     seed = 0 if seed is None else seed
     counts = {"epochs": epochs, "context": context, "n_train": n_train}
+    _check_switches(force=force, figures=figures, progress=progress)
     _check_run_options(seed, max_seconds, {**options, **counts})
     seed, options = int(seed), _whole_numbers(options)
     counts = _whole_numbers(counts)
@@ -212,12 +215,16 @@ def fit(
     sys_ = systems.get_system(system) if system else None
     for what, path, traj in (("--data", data, traj_all), ("--test-data", test_data, test_file)):
         if traj is not None:
-            _check_model_data(traj, sys_, f"{what} {str(path)!r}")
+            check_model_data(traj, sys_, f"{what} {str(path)!r}")
     if traj_all is not None and not np.diff(traj_all.x, axis=1).any():
         raise DataError(f"--data {str(data)!r}: no trajectory changes over time (each state is "
                         f"constant along every trajectory), so there are no dynamics to learn; "
                         f"check that x is ordered (trajectories, time, state)")
-    run_dir = Path(out or default_out(system, data, model))
+    _check_path("out", out)
+    if out is not None and not str(out).strip():
+        raise RunError("out (--out) is empty: name the run directory to write, or leave it "
+                       "out for runs/<system>-<model>-<time>")
+    run_dir = Path(out if out is not None else default_out(system, data, model))
     check_run_dir(run_dir, force=force)  # nothing is changed before the new run has succeeded
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -358,14 +365,31 @@ BOOLEAN_OPTIONS = ("freeze_params", "fresh_data", "adjoint")
 def _whole_numbers(options: dict) -> dict:
     """``options`` with its counting values as Python ints (numpy integers are welcome, and
     config.json stays plain JSON); call after :func:`_check_run_options`."""
-    return {k: int(v) if k in INTEGER_OPTIONS and isinstance(v, numbers.Integral) else v
-            for k, v in options.items()}
+    def plain(k, v):  # (and fractions or numpy floats as Python floats)
+        if k in INTEGER_OPTIONS and isinstance(v, numbers.Integral):
+            return int(v)
+        if isinstance(v, numbers.Real) and not isinstance(v, bool | numbers.Integral):
+            return float(v)
+        return v
+
+    return {k: plain(k, v) for k, v in options.items()}
+
+
+def _check_switches(**switches) -> None:
+    """Refuse a switch of ``fit`` that is not True or False (the string "no" reads as True)."""
+    for key, value in switches.items():
+        if not isinstance(value, bool | np.bool_):
+            raise RunError(f"{key} must be True or False, got {value!r}")
 
 
 def _check_run_options(seed, max_seconds, options: dict) -> None:
     """Refuse a seed, time budget or learning rate that cannot give a meaningful run."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
         raise RunError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    if max_seconds is not None and (isinstance(max_seconds, bool)
+                                    or not isinstance(max_seconds, numbers.Real)):
+        raise RunError(f"the time budget (max_seconds) must be a number of seconds, got "
+                       f"{type(max_seconds).__name__} {max_seconds!r}")
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise RunError(f"the time budget (--max-minutes) must be a positive number, got "
                        f"{max_seconds / 60 if math.isfinite(max_seconds) else max_seconds}")
@@ -389,83 +413,13 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
             raise RunError(f"{key} must be True or False, got {value!r}")
     for key in ("lr", "lr_transition"):  # (lr_transition 0: A stays as initialised)
         value = options.get(key)
-        if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)
+        if value is not None and not (isinstance(value, numbers.Real)
+                                      and not isinstance(value, bool) and math.isfinite(value)
                                       and (value > 0 or key == "lr_transition" and value == 0)):
+            got = (f"the text {value!r} (convert it with float())" if isinstance(value, str)
+                   else f"{type(value).__name__} {value!r}")
             raise RunError(f"--{key.replace('_', '-')} must be a positive finite learning "
-                           f"rate, e.g. 1e-3; got {value}")
-
-
-#: states beyond this overflow when squared in float32, the arithmetic of the models; states
-#: that vary by less than the floor underflow there (and their errors' squares with them)
-FLOAT32_STATE_LIMIT = float(np.sqrt(np.finfo(np.float32).max)) / 10
-FLOAT32_STATE_FLOOR = float(np.sqrt(np.finfo(np.float32).tiny)) * 10
-#: the models take times relative to the first one, in float32: its span and spacing must be
-#: far from overflow and underflow, and every spacing resolved at the span's scale
-FLOAT32_TIME_RANGE = (1e-30, 1e30)
-FLOAT32_TIME_RESOLUTION = 1e-6
-
-
-def _check_times(t: np.ndarray, what: str) -> None:
-    span, gap = float(t[-1] - t[0]), float(np.min(np.diff(t)))
-    lo, hi = FLOAT32_TIME_RANGE
-    fix = "rescale the time axis, e.g. to other units"
-    if span > hi:
-        raise DataError(f"{what}: the times span {span:.3g}, too long for the float32 "
-                        f"arithmetic of the models (at most {hi:.0e}); {fix}")
-    if gap < lo:
-        raise DataError(f"{what}: the sample spacing falls to {gap:.3g}, too small for the "
-                        f"float32 arithmetic of the models (at least {lo:.0e}); {fix}")
-    if gap < FLOAT32_TIME_RESOLUTION * span:
-        raise DataError(f"{what}: a sample spacing of {gap:.3g} within a span of {span:.3g} "
-                        f"is below the float32 resolution of the models' times "
-                        f"({FLOAT32_TIME_RESOLUTION:g} of the span); resample the trajectories "
-                        f"onto a coarser grid, or cut them into shorter windows")
-
-
-def _check_model_data(traj: Trajectories, sys_, what: str) -> None:
-    """Refuse data the models cannot use: states beyond float32's range (they overflow), times
-    that float32 cannot span or resolve, and parameters a physical system cannot have
-    (negative mass, length, ...)."""
-    _check_times(np.asarray(traj.t, dtype=np.float64), what)
-    top = float(np.abs(traj.x).max())
-    if top > FLOAT32_STATE_LIMIT:
-        raise DataError(
-            f"{what}: states reach {top:.3g}, too large for the float32 arithmetic of the models "
-            f"(squares overflow beyond {FLOAT32_STATE_LIMIT:.1g}); rescale the data, e.g. to "
-            f"other units"
-        )
-    spread = float(np.ptp(traj.x)) if traj.x.size else 0.0
-    if 0 < spread < FLOAT32_STATE_FLOOR:
-        raise DataError(
-            f"{what}: the states vary by only {spread:.3g}, too little for the float32 "
-            f"arithmetic of the models (at least {FLOAT32_STATE_FLOOR:.1g}); rescale the data, "
-            f"e.g. to other units"
-        )
-    if sys_ is not None and sys_.state_low is not None:
-        _warn_below_state_low(traj, sys_, what)
-    if sys_ is not None:
-        check_system_params(traj, sys_, what)
-
-
-#: how far below a system's ``state_low``, in the state's standard deviations, observation
-#: noise can plausibly reach (1% noise reaches about 0.04)
-NOISE_BELOW_LOW = 0.25
-
-
-def _warn_below_state_low(traj: Trajectories, sys_, what: str) -> None:
-    """Warn when states lie far below the bound the system's states cannot cross (e.g.
-    populations below zero): standardised or shifted data, whose physics is then wrong. A
-    little below it is only noise, and passes."""
-    x = np.asarray(traj.x, dtype=np.float64).reshape(-1, traj.dim)
-    low, least = np.asarray(sys_.state_low, dtype=np.float64), x.min(0)
-    depth = (low - least) / np.maximum(x.std(0), 1e-300)
-    far = [f"{name} to {m:.3g} ({d:.2g} of its std below {lo:g})"
-           for name, lo, m, d in zip(sys_.state_names, low, least, depth, strict=True)
-           if d > NOISE_BELOW_LOW]
-    if far:
-        warnings.warn(f"{what}: states fall far below what {sys_.name}'s states can reach: "
-                      f"{', '.join(far)}; if they are standardised or shifted, give them in "
-                      f"physical units", stacklevel=3)
+                           f"rate, e.g. 1e-3; got {got}")
 
 
 def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> bool:
@@ -889,7 +843,7 @@ def evaluate(run_dir, data, context: int | None = None,
     else:
         traj = Trajectories.load(data, system=system)
         traj = traj.rename_params(fitted.info.get("param_name_map"), system, strict=False)
-    _check_model_data(traj, None, f"--data {str(data)!r}")
+    check_model_data(traj, None, f"--data {str(data)!r}")
     return fitted.evaluate(traj, context, estimate=estimate)
 
 
@@ -906,7 +860,7 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
     check_out_file(out, force=force, inputs=(data,), suffix=".npz")
     fitted = load(run_dir)
     traj = Trajectories.load(data, system=fitted.info.get("system"))
-    _check_model_data(traj, None, f"--data {str(data)!r}")
+    check_model_data(traj, None, f"--data {str(data)!r}")
     est = fitted.resolve_estimate(estimate)
     forecast = fitted.forecasts(traj, context, (est,), horizon=horizon)[est]
     x_hat = forecast.x_hat

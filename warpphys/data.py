@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import warnings
 import zipfile
@@ -93,6 +94,10 @@ class Trajectories:
         window's times shifted to start at ``t[0]`` and its parameters repeated. Valid for the
         autonomous systems of ``systems`` (time shifts change nothing). Needs regular sampling
         (the windows must share their sample times) and at least 4 steps per window."""
+        if isinstance(n_windows, bool) or not isinstance(n_windows, int | np.integer) \
+                or n_windows < 1:
+            raise DataError(f"the number of windows must be a whole number >= 1, got "
+                            f"{n_windows!r}")
         n_windows = int(n_windows)
         L = self.n_times // n_windows
         fix = ("store several trajectories sharing one time grid, x of shape (N, T, d) with "
@@ -140,6 +145,19 @@ class Trajectories:
             )
             return None
         return self.params[:, [names.index(p) for p in system.param_names]]
+
+    def reorder_states(self, system: str) -> Trajectories:
+        """This, or where ``state_names`` name ``system``'s states in another order (e.g.
+        ``("omega", "theta")`` for the pendulum's ``("theta", "omega")``), a copy with the state
+        columns in the system's order: the models read the states by position."""
+        try:
+            wanted = tuple(systems.get_system(system).state_names)
+        except KeyError as e:
+            raise DataError(str(e.args[0])) from None
+        order = _state_order(self.state_names, wanted)
+        if order is None:
+            return self
+        return replace(self, x=self.x[..., order], state_names=wanted)
 
     def rename_params(self, mapping: dict[str, str] | None, system: str | None = None, *,
                       strict: bool = True) -> Trajectories:
@@ -221,11 +239,21 @@ class Trajectories:
             arrays["param_names"] = np.array(self.param_names)
         if self.system is not None:
             arrays["system"] = np.array(self.system)
-        path = Path(path)
+        path = _data_path(path)
         if path.suffix != ".npz":
             raise DataError(f"trajectory files end in .npz, got {path.name!r}")
-        with atomic_open(path, binary=True) as fh:
-            np.savez(fh, **arrays, **extra)
+        if path.is_dir():
+            raise DataError(f"{str(path)!r} is a folder; name the .npz file to write")
+        try:
+            validate(self)  # (its arrays may have been replaced since it was made)
+        except DataError as e:
+            raise DataError(f"not saved to {str(path)!r}: {e}") from None
+        try:
+            with atomic_open(path, binary=True) as fh:
+                np.savez(fh, **arrays, **extra)
+        except OSError as e:
+            raise DataError(f"cannot write {str(path)!r}: {e.strerror or e}; choose a "
+                            f"writable place") from None
         return path
 
     @classmethod
@@ -274,6 +302,7 @@ class Trajectories:
         sysname = raw.get("system")
         if sysname is not None and sysname.size == 1:
             sysname = _text(sysname.reshape(()).item())
+        _reorder_states(raw, system or sysname)
         traj = _build(
             path.name,
             t=raw["t"], x=raw["x"], params=raw.get("params"),
@@ -293,6 +322,33 @@ class Trajectories:
         return traj
 
 
+def _reorder_states(raw: dict, system) -> None:
+    """Put a file's state columns (``raw``: its arrays) in ``system``'s order where its
+    ``state_names`` name that system's states in another order (a user's own convention, as
+    parameter columns are matched by ``param_names``)."""
+    if not isinstance(system, str) or raw.get("state_names") is None:
+        return
+    try:
+        wanted = tuple(systems.get_system(system).state_names)
+    except KeyError:
+        return  # (an unknown system is refused by the checks that follow)
+    order = _state_order(raw["state_names"], wanted)
+    x = raw["x"]
+    if order is not None and getattr(x, "ndim", 0) == 3 and x.shape[2] == len(order):
+        raw["x"], raw["state_names"] = np.asarray(x)[..., order], np.array(wanted)
+
+
+def _state_order(names, wanted: tuple[str, ...]) -> list[int] | None:
+    """Where ``names`` are the names ``wanted`` in another order, the columns that put them in
+    that order; else None."""
+    if names is None:
+        return None
+    names = [_text(n) for n in np.asarray(names).reshape(-1).tolist()]
+    if tuple(names) == wanted or sorted(names) != sorted(wanted):
+        return None
+    return [names.index(n) for n in wanted]
+
+
 def _data_path(path) -> Path:
     """``path`` (text, bytes or a path object) as a Path; DataError where it is empty or not a
     path at all."""
@@ -304,7 +360,7 @@ def _data_path(path) -> Path:
     if not os.fspath(path).strip():  # (Path('') is '.', the current folder)
         raise DataError(f"the data file's path is empty ({os.fspath(path)!r}); name an .npz "
                         f"trajectory file")
-    return Path(path)
+    return Path(path).expanduser()  # ("~/data.npz" in a notebook means the home folder)
 
 
 def _convert_command(path: Path, key: str | None, *, single: bool = False,
@@ -385,6 +441,13 @@ _UNREAD = "\0unread"
 def _real_array(key: str, value) -> np.ndarray:
     """``value`` as a float64 array; DataError where it is not an array of real numbers
     (text, complex numbers, booleans, ragged nested lists, objects)."""
+    if np.ma.isMaskedArray(value):  # (asarray would drop the mask: its fill values as data)
+        masked = int(np.ma.count_masked(value))
+        if masked:
+            raise DataError(f"'{key}' is a masked array with {masked} masked entries; the "
+                            f"format has no missing values: drop those trajectories or steps, "
+                            f"or fill them in, before use")
+        value = np.ma.getdata(value)
     try:
         a = np.asarray(value)
         if a.dtype == object:  # (a list of Python numbers and arrays: numbers, if it can be)
@@ -399,7 +462,8 @@ def _real_array(key: str, value) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         got = f" such as {value!r}" if isinstance(value, str | bytes) and len(value) < 40 else ""
         raise DataError(f"'{key}' must hold real numbers, got dtype {a.dtype}{got}")
-    return a.astype(np.float64, copy=False)
+    # (contiguous: torch takes no views with negative strides, e.g. x[:, ::-1])
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _text(value) -> str:
@@ -523,6 +587,14 @@ def check_system(tr: Trajectories, system: str) -> None:
         raise DataError(
             f"state size d = {tr.dim} does not match system {sys_.name!r}, whose state is "
             f"{list(sys_.state_names)} (d = {sys_.dim})"
+        )
+    names, wanted = tr.state_names, tuple(sys_.state_names)
+    order = _state_order(names, wanted)
+    if order is not None:
+        raise DataError(
+            f"the states are named {list(names)}: {sys_.name}'s {list(wanted)} in another "
+            f"order; reorder them with traj.reorder_states({sys_.name!r}) (x[..., {order}]), "
+            f"as reading the file with system={sys_.name!r} does"
         )
     declared = None if tr.system is None else systems.get_system(tr.system)
     if declared is not None and declared.base == sys_.name:
@@ -648,9 +720,18 @@ def add_noise(traj: Trajectories, sigma: float, seed: int = 0) -> Trajectories:
     ``sigma = 0`` returns an unchanged copy. The same ``traj``, ``sigma`` and ``seed`` give the
     same noise; times, parameters and names are kept (the noise is on the observations only).
     """
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"the noise level must be a finite number >= 0, got {sigma}")
+    if not isinstance(traj, Trajectories):
+        raise DataError(f"add_noise takes Trajectories (e.g. Trajectories.load(path)), got "
+                        f"{type(traj).__name__}")
+    try:
+        level = math.nan if isinstance(sigma, bool) else float(sigma)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not np.isfinite(level) or level < 0:
+        raise ValueError(f"the noise level must be a finite number >= 0, got {sigma!r}")
+    sigma = level
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"the noise's seed must be a whole number >= 0, got {seed!r}")
     scale = traj.x.reshape(-1, traj.dim).std(0)
     noise = np.random.default_rng(seed).standard_normal(traj.x.shape) * (sigma * scale)
     return replace(traj, x=traj.x + noise)

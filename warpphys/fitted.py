@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 import systems
 from warpphys import checkpoint, metrics, rundir
-from warpphys.data import DataError, Trajectories
+from warpphys.data import DataError, Trajectories, check_system, validate
 from warpphys.errors import RunError
 from warpphys.interface import Model
 from warpphys.limits import check_memory
@@ -122,6 +122,79 @@ def check_param_context(context: int, has_params: bool, who: str) -> None:
                         f"steps")
 
 
+#: states beyond this overflow when squared in float32, the arithmetic of the models; states
+#: that vary by less than the floor underflow there (and their errors' squares with them)
+FLOAT32_STATE_LIMIT = float(np.sqrt(np.finfo(np.float32).max)) / 10
+FLOAT32_STATE_FLOOR = float(np.sqrt(np.finfo(np.float32).tiny)) * 10
+#: the models take times relative to the first one, in float32: its span and spacing must be
+#: far from overflow and underflow, and every spacing resolved at the span's scale
+FLOAT32_TIME_RANGE = (1e-30, 1e30)
+FLOAT32_TIME_RESOLUTION = 1e-6
+
+
+def _check_times(t: np.ndarray, what: str) -> None:
+    span, gap = float(t[-1] - t[0]), float(np.min(np.diff(t)))
+    lo, hi = FLOAT32_TIME_RANGE
+    fix = "rescale the time axis, e.g. to other units"
+    if span > hi:
+        raise DataError(f"{what}: the times span {span:.3g}, too long for the float32 "
+                        f"arithmetic of the models (at most {hi:.0e}); {fix}")
+    if gap < lo:
+        raise DataError(f"{what}: the sample spacing falls to {gap:.3g}, too small for the "
+                        f"float32 arithmetic of the models (at least {lo:.0e}); {fix}")
+    if gap < FLOAT32_TIME_RESOLUTION * span:
+        raise DataError(f"{what}: a sample spacing of {gap:.3g} within a span of {span:.3g} "
+                        f"is below the float32 resolution of the models' times "
+                        f"({FLOAT32_TIME_RESOLUTION:g} of the span); resample the trajectories "
+                        f"onto a coarser grid, or cut them into shorter windows")
+
+
+def check_model_data(traj: Trajectories, sys_, what: str) -> None:
+    """Refuse data the models cannot use: states beyond float32's range (they overflow), times
+    that float32 cannot span or resolve, and parameters a physical system cannot have
+    (negative mass, length, ...)."""
+    _check_times(np.asarray(traj.t, dtype=np.float64), what)
+    top = float(np.abs(traj.x).max())
+    if top > FLOAT32_STATE_LIMIT:
+        raise DataError(
+            f"{what}: states reach {top:.3g}, too large for the float32 arithmetic of the models "
+            f"(squares overflow beyond {FLOAT32_STATE_LIMIT:.1g}); rescale the data, e.g. to "
+            f"other units"
+        )
+    spread = float(np.ptp(traj.x)) if traj.x.size else 0.0
+    if 0 < spread < FLOAT32_STATE_FLOOR:
+        raise DataError(
+            f"{what}: the states vary by only {spread:.3g}, too little for the float32 "
+            f"arithmetic of the models (at least {FLOAT32_STATE_FLOOR:.1g}); rescale the data, "
+            f"e.g. to other units"
+        )
+    if sys_ is not None and sys_.state_low is not None:
+        _warn_below_state_low(traj, sys_, what)
+    if sys_ is not None:
+        check_system_params(traj, sys_, what)
+
+
+#: how far below a system's ``state_low``, in the state's standard deviations, observation
+#: noise can plausibly reach (1% noise reaches about 0.04)
+NOISE_BELOW_LOW = 0.25
+
+
+def _warn_below_state_low(traj: Trajectories, sys_, what: str) -> None:
+    """Warn when states lie far below the bound the system's states cannot cross (e.g.
+    populations below zero): standardised or shifted data, whose physics is then wrong. A
+    little below it is only noise, and passes."""
+    x = np.asarray(traj.x, dtype=np.float64).reshape(-1, traj.dim)
+    low, least = np.asarray(sys_.state_low, dtype=np.float64), x.min(0)
+    depth = (low - least) / np.maximum(x.std(0), 1e-300)
+    far = [f"{name} to {m:.3g} ({d:.2g} of its std below {lo:g})"
+           for name, lo, m, d in zip(sys_.state_names, low, least, depth, strict=True)
+           if d > NOISE_BELOW_LOW]
+    if far:
+        warnings.warn(f"{what}: states fall far below what {sys_.name}'s states can reach: "
+                      f"{', '.join(far)}; if they are standardised or shifted, give them in "
+                      f"physical units", stacklevel=3)
+
+
 def _check_trajectories(traj) -> None:
     if not isinstance(traj, Trajectories):
         raise DataError(
@@ -129,6 +202,11 @@ def _check_trajectories(traj) -> None:
             f"wrap arrays as Trajectories(t=t, x=x) with x of shape (N, T, d), or read a file "
             f"with Trajectories.load(path)"
         )
+    try:  # again: its arrays may have been replaced or edited since it was made
+        validate(traj)
+    except DataError as e:
+        raise DataError(f"the trajectories break a rule of the format (changed after they "
+                        f"were made?): {e}") from None
 
 
 def check_system_params(traj: Trajectories, sys_, what: str) -> None:
@@ -211,6 +289,7 @@ class FittedModel:
         """``whole``: the context may be the whole file (a rollout past its end, predict)."""
         _check_trajectories(traj)
         self._check_system(traj)
+        check_model_data(traj, self.system, "the trajectories")
         self._warn_spacing(traj)
         if traj.dim != self.model.dim:
             raise DataError(
@@ -234,9 +313,16 @@ class FittedModel:
         sys_ = self.system
         if sys_ is None:
             return
-        if traj.system is not None and traj.system != sys_.name:
-            raise DataError(f"the trajectories are of system {traj.system!r}, and this model "
+        declared = traj.system
+        if declared is not None and sys_.name not in (declared,
+                                                      systems.get_system(declared).base):
+            raise DataError(f"the trajectories are of system {declared!r}, and this model "
                             f"was trained on {sys_.name!r}; give it {sys_.name} trajectories")
+        try:  # (data of a richer system whose base is the model's pass: pendulum_drag)
+            check_system(traj, sys_.name)
+        except DataError as e:
+            raise DataError(f"the trajectories do not fit this model of {sys_.name}: {e}") \
+                from None
         check_system_params(traj, sys_, "the trajectories' parameters")
 
     def _check_param_context(self, context: int) -> None:
@@ -294,9 +380,9 @@ class FittedModel:
 
     def _span(self, traj: Trajectories, context: int | None, horizon: int | None
               ) -> tuple[int, int]:
-        """(K, H) of a rollout of ``traj`` (the context may be the whole file when a horizon
-        continues past its end), checked, and its output's size against the memory."""
-        K = self._context(traj, context, whole=horizon is not None)
+        """(K, H) of a rollout of ``traj`` (the context may be the whole file, with a horizon
+        past its end), checked, and its output's size against the memory."""
+        K = self._context(traj, context, whole=True)
         H = self._horizon(traj, K, horizon)
         check_memory(8.0 * traj.n * (K + H) * traj.dim * 3,
                      f"predicting {traj.n} trajectories over {K + H} steps",
@@ -305,7 +391,13 @@ class FittedModel:
 
     @staticmethod
     def _horizon(traj: Trajectories, K: int, horizon: int | None) -> int:
-        H = traj.n_times - K if horizon is None else _count(horizon, "--horizon")
+        if horizon is None:
+            H = traj.n_times - K
+            if H < 1:
+                raise DataError(f"the context of {K} steps is the whole file: give a horizon "
+                                f"(--horizon H) to roll out past its end")
+            return H
+        H = _count(horizon, "--horizon")
         if H < 1:
             raise DataError(f"--horizon must be at least 1, got {H}")
         return H
@@ -446,8 +538,7 @@ class FittedModel:
         given context). ``refined``: the output of :meth:`refine`, if already computed."""
         self._need_params("predict_refined")
         iterations = _iterations(iterations)
-        K = self._context(traj, context)
-        H = self._horizon(traj, K, horizon)
+        K, H = self._span(traj, context, horizon)
         if refined is not None:
             refined = _check_refined(refined, traj.n)
         return self._rollout_refined(traj, K, H,
@@ -473,6 +564,11 @@ class FittedModel:
         to the file's end), computed once: {estimate: :class:`Forecast`} for ``estimates``
         (default: all the model offers), with the parameters each used."""
         K, H = self._span(traj, context, horizon)
+        if isinstance(estimates, str):  # one estimate, named
+            estimates = (estimates,)
+        if estimates is not None and not estimates:
+            raise RunError(f"no estimate asked for; name one or more of {self.estimates}, or "
+                           f"leave estimates out for all")
         wanted = tuple(self.resolve_estimate(e) for e in (estimates or self.estimates))
         out = {}
         if "amortised" in wanted:

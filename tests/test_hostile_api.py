@@ -1,0 +1,172 @@
+"""A fourth hostile-input campaign, on the Python API: each case used to crash with a raw
+traceback, or give garbage without a word; now refused with the problem and the fix, or
+handled."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from warpphys import api
+from warpphys.data import DataError, Trajectories, add_noise, simulate
+from warpphys.errors import RunError
+
+
+@pytest.fixture(scope="module")
+def pend():
+    return simulate("pendulum", 4, "test", 0)
+
+
+@pytest.fixture(scope="module")
+def spring_run(tmp_path_factory, user_file):
+    out = tmp_path_factory.mktemp("runs") / "phys"
+    api.fit(data=user_file, model="warp-phys", epochs=1, context=5, width=4, batch_size=8,
+            out=out, figures=False, progress=False, device="cpu")
+    return out
+
+
+# -- arrays ----------------------------------------------------------------------------------------
+def test_state_columns_named_in_another_order_are_put_in_the_systems_order(pend, tmp_path):
+    swapped = dict(t=pend.t, x=pend.x[..., ::-1], params=pend.params,
+                   param_names=np.array(pend.param_names), state_names=np.array(["omega", "theta"]))
+    np.savez(tmp_path / "f.npz", **swapped, system="pendulum")
+    np.savez(tmp_path / "g.npz", **swapped)
+    for read in (Trajectories.load(tmp_path / "f.npz"),
+                 Trajectories.load(tmp_path / "g.npz", system="pendulum")):
+        np.testing.assert_array_equal(read.x, pend.x)
+        assert tuple(read.state_names) == ("theta", "omega")
+    # built in Python, they are refused with the line that reorders them
+    fix = r"another order; reorder them with traj.reorder_states\('pendulum'\) \(x\[\.\.\., \[1, 0"
+    with pytest.raises(DataError, match=fix):
+        Trajectories(t=pend.t, x=pend.x[..., ::-1], state_names=("omega", "theta"),
+                     system="pendulum")
+    mine = Trajectories(t=pend.t, x=pend.x[..., ::-1], state_names=("omega", "theta"))
+    np.testing.assert_array_equal(mine.reorder_states("pendulum").x, pend.x)
+    # names of the user's own (not the system's) are left as they are
+    own = Trajectories(t=pend.t, x=pend.x, state_names=("angle", "rate"))
+    assert own.reorder_states("pendulum") is own
+
+
+def test_negative_strides_and_masked_arrays(pend):
+    view = Trajectories(t=pend.t, x=pend.x[:, :, ::-1])  # (a view, negative strides)
+    assert view.x.flags["C_CONTIGUOUS"]
+    x = pend.x.copy()
+    x[0, 10, 0] = -999.0
+    with pytest.raises(DataError, match="masked array with 1 masked entries"):
+        Trajectories(t=pend.t, x=np.ma.masked_equal(x, -999.0))
+    unmasked = Trajectories(t=pend.t, x=np.ma.masked_array(pend.x))
+    np.testing.assert_array_equal(unmasked.x, pend.x)
+
+
+def test_trajectories_changed_after_they_were_made_are_checked_again(spring_run, user_file,
+                                                                      tmp_path):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    traj.x = traj.x[:, :10]  # times no longer match
+    with pytest.raises(DataError, match="changed after they were made"):
+        fitted.evaluate(traj, 5)
+    with pytest.raises(DataError, match="not saved"):
+        traj.save(tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+    traj = Trajectories.load(user_file)
+    traj.x[0, 3, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        fitted.predict(traj, 5, 3)
+
+
+def test_save_refuses_folders_and_unwritable_places_and_takes_bytes_and_home(pend, tmp_path,
+                                                                               monkeypatch):
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        pend.save(tmp_path / "d.npz")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="cannot write"):
+        pend.save(tmp_path / "file" / "x.npz")  # (its parent is a file)
+    for bad in (None, 3):
+        with pytest.raises(DataError, match="named by a path"):
+            pend.save(bad)
+    pend.save(bytes(tmp_path / "b.npz"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    pend.save("~/h.npz")
+    assert (tmp_path / "b.npz").is_file() and (tmp_path / "h.npz").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_add_noise_and_windows_check_their_arguments(pend):
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            add_noise(pend, 0.01, seed=seed)
+    for sigma in ("a", True, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="noise level"):
+            add_noise(pend, sigma)
+    with pytest.raises(DataError, match="takes Trajectories"):
+        add_noise(pend.x, 0.01)
+    for n in (0, -2, 1.5):
+        with pytest.raises(DataError, match="whole number"):
+            pend.windows(n)
+
+
+# -- models ----------------------------------------------------------------------------------------
+def test_a_pendulum_model_takes_pendulum_drag_files(tmp_path):
+    """Files of a richer system pass the system it extends (the README's route for drag):
+    the fit used to train and then fail on its own held-out split, leaving no metrics."""
+    simulate("pendulum_drag", 24, "train", 0).save(tmp_path / "drag.npz")
+    fitted = api.fit(system="pendulum", data=tmp_path / "drag.npz", epochs=1, fresh_n=16,
+                     width=4, batch_size=8, out=tmp_path / "run", figures=False,
+                     progress=False, device="cpu")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert np.isfinite(fitted.metrics["test_mse"])
+    drag = Trajectories.load(tmp_path / "drag.npz")
+    assert np.isfinite(api.evaluate(tmp_path / "run", tmp_path / "drag.npz")["test_mse"])
+    assert fitted.predict(drag, 48, 4).shape == (24, 52, 2)
+
+
+def test_model_methods_make_the_data_checks_of_fit(spring_run, user_file):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    with pytest.raises(DataError, match="too large for the float32"):
+        fitted.evaluate(Trajectories(t=traj.t, x=traj.x * 1e20), 5)
+
+
+def test_horizons_and_estimates_are_named_as_given(spring_run, user_file):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    with pytest.raises(DataError, match="is the whole file: give a horizon"):
+        fitted.predict(traj, traj.n_times)
+    assert fitted.predict(traj, traj.n_times, 3).shape[1] == traj.n_times + 3
+    assert fitted.predict_refined(traj, traj.n_times, 3).shape[1] == traj.n_times + 3
+    from warpphys.limits import ResourceError
+    with pytest.raises(ResourceError):
+        fitted.predict_refined(traj, 5, 10**12)
+    assert set(fitted.forecasts(traj, 5, "refined")) == {"refined"}
+    with pytest.raises(RunError, match="no estimate asked for"):
+        fitted.forecasts(traj, 5, [])
+
+
+def test_fit_switches_out_and_numbers_given_as_text(user_file, tmp_path):
+    kw = dict(data=user_file, model="warp", epochs=1, context=5, device="cpu",
+              out=tmp_path / "r")
+    for key, value in (("figures", "no"), ("force", "yes"), ("progress", 0)):
+        with pytest.raises(RunError, match=f"{key} must be True or False"):
+            api.fit(**{**kw, key: value})
+    with pytest.raises(RunError, match="out .--out. is empty"):
+        api.fit(**{**kw, "out": ""})
+    with pytest.raises(RunError, match=r"the text '1e-3' \(convert it with float\(\)\)"):
+        api.fit(**kw, lr="1e-3")
+    with pytest.raises(RunError, match="must be a number of seconds, got str"):
+        api.fit(**kw, max_seconds="60")
+    assert not (tmp_path / "r").exists()
+    from fractions import Fraction
+    api.fit(**kw, lr=Fraction(1, 1000), figures=False, progress=False)
+    options = json.loads((tmp_path / "r" / "config.json").read_text())["options"]
+    assert options["lr"] == 0.001
+
+
+def test_reading_back_a_prediction_file_warns_of_nothing(spring_run, user_file, tmp_path):
+    api.predict(spring_run, user_file, 5, 3, tmp_path / "p.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trajectories.load(tmp_path / "p.npz")
