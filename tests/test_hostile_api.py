@@ -170,3 +170,18 @@ def test_reading_back_a_prediction_file_warns_of_nothing(spring_run, user_file, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trajectories.load(tmp_path / "p.npz")
+
+
+def test_estimates_far_outside_the_training_ranges_point_to_the_units(spring_run, user_file):
+    """Times in milliseconds instead of seconds: k/m fitted a million times smaller, which used
+    to be scored without a word about units."""
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the data as trained: no warning
+        fitted.evaluate(traj, 5)
+    ms = Trajectories(t=traj.t * 1000, x=traj.x, params=traj.params,
+                      param_names=traj.param_names)
+    with pytest.warns(UserWarning, match=r"refined [kc]/m of \d+ of 12 trajectories lies more "
+                                         r"than 10x outside the training range.*units"):
+        fitted.evaluate(ms, 5)

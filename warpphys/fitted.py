@@ -58,6 +58,11 @@ class Forecast:
     seconds: float = 0.0
 
 
+#: refined estimates this many times beyond the training ranges (for most trajectories) are
+#: warned of: data in other units, most likely
+FAR_FACTOR = 10.0
+
+
 @dataclass
 class Identified:
     """Estimates of the identifiable parameter combinations ``names (q,)`` of N trajectories
@@ -499,7 +504,34 @@ class FittedModel:
                                      theta=theta.double(), iterations=iterations,
                                      scale=scale, covariance=covariance)
             parts.append((est.double(), *refined[:2], theta.double(), *refined[2:]))
-        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+        out = tuple(torch.cat(p) for p in zip(*parts, strict=True))
+        self._warn_far_estimates(out[1])
+        return out
+
+    def _warn_far_estimates(self, params: torch.Tensor) -> None:
+        """Warn when most refined estimates lie far outside the training data's ranges of the
+        identifiable combinations: the physics then fits the data only with parameters it was
+        never shown, as when times or angles are in other units than the training data's."""
+        sys_, ranges = self.system, self.info.get("identifiable_ranges") or {}
+        if sys_ is None or len(params) == 0:
+            return
+        ident = np.abs(sys_.identifiable(params).cpu().numpy())
+        for j, name in enumerate(sys_.identifiable_names):
+            lo, hi = ranges.get(name) or (0.0, 0.0)
+            if not hi > 0:
+                continue
+            far = ident[:, j] > FAR_FACTOR * hi
+            if lo > 0.05 * hi:  # (not a range reaching near zero, a damping's: 0 is in reach)
+                far |= ident[:, j] < lo / FAR_FACTOR
+            if far.mean() > 0.5:
+                warnings.warn(
+                    f"the refined {name} of {int(far.sum())} of {len(far)} trajectories lies "
+                    f"more than {FAR_FACTOR:g}x outside the training range {lo:.3g} to "
+                    f"{hi:.3g} (median {np.median(ident[:, j]):.3g}): are the data in the "
+                    f"training data's units (times, angles, ...), and of {sys_.name}? The "
+                    f"model's estimates and rollouts hold only near its training ranges",
+                    stacklevel=4)
+                return
 
     @torch.no_grad()
     def identify(self, traj: Trajectories, context: int | None = None, *,
@@ -570,6 +602,11 @@ class FittedModel:
             raise RunError(f"no estimate asked for; name one or more of {self.estimates}, or "
                            f"leave estimates out for all")
         wanted = tuple(self.resolve_estimate(e) for e in (estimates or self.estimates))
+        return self._forecasts(traj, K, H, wanted)
+
+    def _forecasts(self, traj: Trajectories, K: int, H: int, wanted: tuple[str, ...]
+                   ) -> dict[str, Forecast]:
+        """:meth:`forecasts`, inputs already checked."""
         out = {}
         if "amortised" in wanted:
             t0 = time.perf_counter()
@@ -615,7 +652,8 @@ class FittedModel:
         also report ``*_amortised`` and ``*_refined`` twins and ``estimate``)."""
         K = self._context(traj, context)
         est = self.resolve_estimate(estimate)
-        return self.score(traj, self.forecasts(traj, K), K, estimate=est)
+        forecasts = self._forecasts(traj, K, traj.n_times - K, self.estimates)
+        return self.score(traj, forecasts, K, estimate=est)
 
     @torch.no_grad()
     def recover_params(self, traj: Trajectories, context: int | None = None, *,
