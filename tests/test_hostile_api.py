@@ -185,3 +185,24 @@ def test_estimates_far_outside_the_training_ranges_point_to_the_units(spring_run
     with pytest.warns(UserWarning, match=r"refined [kc]/m of \d+ of 12 trajectories lies more "
                                          r"than 10x outside the training range.*units"):
         fitted.evaluate(ms, 5)
+
+
+def test_resume_refuses_a_data_file_replaced_since_and_finds_one_named_relatively(
+        user_file, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    Trajectories.load(user_file).save(work / "data.npz")
+    monkeypatch.chdir(work)
+    kw = dict(figures=False, progress=False)
+    api.fit(data="data.npz", model="warp", epochs=1, context=5, width=4, batch_size=8,
+            device="cpu", out=tmp_path / "run", **kw)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data_file"]
+    assert recorded["path"] == str(work / "data.npz") and len(recorded["sha256"]) == 64
+    monkeypatch.chdir(elsewhere)  # 'data.npz' is not here: the recorded place is used
+    api.fit(resume=tmp_path / "run", epochs=2, **kw)
+    other = simulate("spring_mass", 12, "train", 5)
+    Trajectories(t=other.t[:20], x=other.x[:, :20], system="spring_mass").save(
+        work / "data.npz")
+    with pytest.raises(RunError, match="has changed since .* resuming would train on other"):
+        api.fit(resume=tmp_path / "run", epochs=3, **kw)

@@ -277,6 +277,10 @@ def fit(
                        "estimate; leave --estimate out (or use amortised)")
     info = _run_info(system, data, model, protocol, seed, K, dev, opts, train, val, test)
     info["param_name_map"] = dict(param_names or {})
+    for key, path in (("data", data), ("test_data", test_data)):  # (what a resume checks)
+        if path is not None:
+            info[f"{key}_file"] = {"path": os.path.abspath(Trajectories.path_of(path)),
+                                   "sha256": rundir.file_digest(Trajectories.path_of(path))}
     info["fresh_data"] = source
     if source is not None:
         lo_hi = fresh_ranges(sys_, *_source_ranges(sys_, train if source == "file" else None),
@@ -771,7 +775,7 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
         _check_run_options(info["seed"], max_seconds, {})
         info = {**info, "max_seconds": max_seconds}
     if info["data"] is not None:
-        traj = Trajectories.load(info["data"], system=info["system"],
+        traj = Trajectories.load(_resumed_file(info, "data", run_dir), system=info["system"],
                                  param_names=info.get("param_name_map"))
         train, val, test = _split_file(traj, info["seed"])
     else:
@@ -781,7 +785,8 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
         val = simulate_data(info["system"], proto.n_val, "val", seed)
         test = simulate_data(info["system"], proto.n_test, "test", seed)
     if info.get("test_data") is not None:
-        test = Trajectories.load(info["test_data"], system=info["system"]).rename_params(
+        test = Trajectories.load(_resumed_file(info, "test_data", run_dir),
+                                 system=info["system"]).rename_params(
             info.get("param_name_map"), info["system"], strict=False)
     _check_architecture(info, train, state, last_file)
     dev = resolve_device(device)
@@ -790,6 +795,26 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
                                  figures=figures, max_seconds=max_seconds, resume_state=state)
     except KeyboardInterrupt:
         raise _interrupted(run_dir, run_dir) from None
+
+
+def _resumed_file(info: dict, key: str, run_dir: Path) -> str:
+    """The data file ``info[key]`` of a run being resumed: as given to ``fit`` (a relative path
+    from the current folder), else where it was when the run began; refused where its contents
+    differ from those the run recorded (it would resume on other data)."""
+    path, recorded = info[key], info.get(f"{key}_file")
+    if not isinstance(recorded, dict):  # (runs saved before files were recorded)
+        return path
+    if not Path(Trajectories.path_of(path)).exists() and Path(recorded["path"]).exists():
+        path = recorded["path"]
+    if not Path(Trajectories.path_of(path)).is_file():
+        return path  # (the loader names what is missing)
+    if rundir.file_digest(Trajectories.path_of(path)) != recorded.get("sha256"):
+        raise RunError(
+            f"{str(path)!r} has changed since {str(run_dir)!r} was fitted on it (its contents "
+            f"differ from those the run recorded): resuming would train on other data. Restore "
+            f"the file, or start a new run on it"
+        )
+    return path
 
 
 def _check_architecture(info: dict, train: Trajectories, state: dict, path: Path) -> None:

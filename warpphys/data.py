@@ -256,6 +256,11 @@ class Trajectories:
                             f"writable place") from None
         return path
 
+    @staticmethod
+    def path_of(path) -> Path:
+        """The path a data file is read from (bytes decoded, ``~`` expanded)."""
+        return _data_path(path)
+
     @classmethod
     def load(cls, path: str | os.PathLike, system: str | None = None, *,
              param_names: dict[str, str] | None = None) -> Trajectories:

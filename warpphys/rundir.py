@@ -8,6 +8,7 @@ place only once complete, so an interrupted job never leaves half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -92,6 +93,16 @@ def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = Run
         raise error(f"{str(path)!r} is larger than {limit:,} bytes; it is not one of a run's "
                     f"files")
     return raw
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's contents (hex), read in chunks: what a run records of its data
+    files, so that a resume notices a file replaced since."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def loads(text: str | bytes):
