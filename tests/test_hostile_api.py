@@ -206,3 +206,23 @@ def test_resume_refuses_a_data_file_replaced_since_and_finds_one_named_relativel
         work / "data.npz")
     with pytest.raises(RunError, match="has changed since .* resuming would train on other"):
         api.fit(resume=tmp_path / "run", epochs=3, **kw)
+
+
+def test_score_checks_its_forecasts(spring_run, user_file):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    fc = fitted.forecasts(traj, 5)
+    assert fitted.score(traj, fc, 5) == fitted.evaluate(traj, 5)
+    short = fitted.forecasts(traj, 5, horizon=3)
+    with pytest.raises(DataError, match=r"forecast has shape \(12, 8, 2\), the trajectories "
+                                        r"\(12, 20, 2\)"):
+        fitted.score(traj, short, 5)
+    with pytest.raises(DataError, match="has shape"):
+        fitted.score(traj.subset(slice(0, 3)), fc, 5)
+    for bad in ({}, fc["refined"].x_hat):
+        with pytest.raises(RunError, match="what FittedModel.forecasts returns"):
+            fitted.score(traj, bad, 5)
+    with pytest.raises(RunError, match="unknown estimate 'banana'"):
+        fitted.score(traj, {"banana": fc["refined"]}, 5)
+    with pytest.raises(DataError, match="smaller than the sequence length"):
+        fitted.score(traj, fc, 500)

@@ -631,6 +631,12 @@ class FittedModel:
         estimate scored, its values assembled by :func:`warpphys.metrics.assemble` (headline
         keys: ``estimate``, default :attr:`default_estimate`)."""
         est = self.resolve_estimate(estimate)
+        _check_trajectories(truth)  # (the rest was checked when the forecasts were made)
+        context = _count(context, "--context")
+        if not 1 <= context < truth.n_times:
+            raise DataError(f"--context {context} must be at least 1 and smaller than the "
+                            f"sequence length T = {truth.n_times}")
+        self._check_forecasts(forecasts, truth)
         params, ood = self._truth(truth)
         sys_ = self.system
         per = {}
@@ -643,6 +649,20 @@ class FittedModel:
                              minmax=self.info.get("minmax"))
         m["model"] = self.info["model"]
         return m
+
+    def _check_forecasts(self, forecasts, truth: Trajectories) -> None:
+        """``forecasts`` must be :meth:`forecasts`' output for ``truth``: {estimate: Forecast},
+        each rollout of every trajectory to the file's end."""
+        if not isinstance(forecasts, dict) or not forecasts:
+            raise RunError(f"forecasts must be what FittedModel.forecasts returns, "
+                           f"{{estimate: Forecast}}, got {type(forecasts).__name__}")
+        for name, f in forecasts.items():
+            self.resolve_estimate(name)
+            shape = getattr(getattr(f, "x_hat", None), "shape", None)
+            if shape != truth.x.shape:
+                raise DataError(f"the {name} forecast has shape {shape}, the trajectories "
+                                f"{truth.x.shape}: score forecasts of these trajectories, "
+                                f"to their end (FittedModel.forecasts(traj, context))")
 
     def evaluate(self, traj: Trajectories, context: int | None = None, *,
                  estimate: str | None = None) -> dict:
