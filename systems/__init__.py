@@ -21,9 +21,11 @@ from typing import NamedTuple
 
 import torch
 
-from ._base import MAX_PARAM, Box, Param, Protocol, System, SystemInputError, UnknownNameError
+from ._base import MAX_PARAM, Box, Param, Protocol, System
+from ._checks import check_dtype, check_memory, human_size, memory_bytes
+from ._errors import SimulationCostError, SystemInputError, UnknownNameError
 from ._presets import LV, MSD, MSD_ZERO, PRESETS
-from ._simulate import simulate, simulate_scipy
+from ._simulate import COPIES, simulate, simulate_scipy
 from .lotka_volterra import LOTKA_VOLTERRA
 from .pendulum import PENDULUM
 from .pendulum_drag import PENDULUM_DRAG
@@ -167,6 +169,13 @@ def sample(
         # (1.0 and 1 would seed different draws)
         raise SystemInputError(f"the seed must be a whole number >= 0, got {seed!r}")
     seed = int(seed)
+    check_dtype(dtype, "dtype")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(
+            n_steps, numbers.Integral) or n_steps < 2):
+        raise SystemInputError(f"n_steps must be a whole number of sample times >= 2, or None "
+                               f"for all of them; got {n_steps!r}")
+    t = proto.times(split, dtype)[:n_steps]
+    check_memory(n, len(t), sys_.dim, dtype, device, copies=COPIES)  # (before drawing n states)
     chosen = dict(proto.ranges(split))
     if ranges:
         overrides = numeric_ranges(ranges)
@@ -176,7 +185,6 @@ def sample(
     gen = torch.Generator().manual_seed(split_seed(seed, split))
     params = sample_params(sys_, chosen, n, gen, dtype)
     x0 = proto.initial_state.sample(n, gen, dtype)
-    t = proto.times(split, dtype)[:n_steps]
     x = simulate(sys_, t.to(device), x0.to(device), params.to(device), method=method,
                  rtol=rtol, step_size=step_size)
     return Simulation(t.to(device), x, params.to(device), sys_.name, proto.name)
@@ -205,8 +213,8 @@ def numeric_ranges(ranges) -> dict[str, tuple[float, float]]:
 
 
 __all__ = [
-    "MAX_PARAM", "SystemInputError", "UnknownNameError",
+    "MAX_PARAM", "SimulationCostError", "SystemInputError", "UnknownNameError",
     "Box", "LV", "MSD", "MSD_ZERO", "PRESETS", "Param", "Protocol", "SPLITS", "Simulation",
     "System", "get_protocol", "get_system", "names", "register", "sample", "sample_params",
-    "numeric_ranges", "simulate", "simulate_scipy", "split_seed",
+    "numeric_ranges", "simulate", "simulate_scipy", "split_seed", "human_size", "memory_bytes",
 ]

@@ -18,6 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ._checks import real_array
+from ._errors import SystemInputError, UnknownNameError
+
 
 def xp(a: Any):
     """The array namespace (torch or numpy) that ``a`` belongs to."""
@@ -30,16 +33,6 @@ def xp(a: Any):
 #: and its reciprocal (1e-30, in ratios such as k/m) stays a normal float32 (above 1.2e-38).
 #: Beyond it, training diverges and writes NaN metrics: such values are a units mistake.
 MAX_PARAM = 1e30
-
-
-class SystemInputError(ValueError):
-    """An invalid input to a system (parameters, ranges, split, number of trajectories); the
-    message says which rule it breaks."""
-
-
-class UnknownNameError(SystemInputError, KeyError):
-    """A system, preset or parameter name that is not registered; the message lists the known
-    ones."""
 
 
 def _checking_sizes(method):
@@ -233,10 +226,8 @@ class System:
     # -- checks ---------------------------------------------------------------------------
     def check_params(self, params) -> None:
         """Refuse physically invalid parameters with a message naming the parameter."""
-        if isinstance(params, torch.Tensor):
-            a = params.detach().cpu().numpy()
-        else:
-            a = np.asarray(params)
+        a = real_array(params, f"{self.name} parameters",
+                       f"(N, {self.n_params}) for {list(self.param_names)}")
         if a.ndim != 2 or a.shape[1] != self.n_params:
             raise SystemInputError(
                 f"{self.name} parameters must have shape (N, {self.n_params}) for "

@@ -11,7 +11,9 @@ from scipy.integrate import solve_ivp
 from torchdiffeq import odeint
 from torchdiffeq._impl.odeint import SOLVERS  # the solvers (orders, tableaux) torchdiffeq has
 
-from ._base import System, SystemInputError
+from ._base import System, SystemInputError, xp
+from ._checks import check_dtype, check_memory, positive_number, real_array, real_tensor
+from ._errors import SimulationCostError
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 #: equal steps in every sample interval, as many as every step's error test needs (see simulate)
@@ -27,6 +29,16 @@ METHODS = ("auto", "exact", *UNIFORM_METHODS, *ADAPTIVE_METHODS, *FIXED_METHODS)
 MAX_UNIFORM_STEPS = 20_000
 #: sample intervals on which dopri8_uniform finds its step before the whole run
 PROBE_INTERVALS = 16
+#: most steps a fixed-step method may take over a run (the batch steps together): ten million
+#: take hours, and their grid of step times alone fills half a gigabyte
+MAX_FIXED_STEPS = 10_000_000
+#: most steps an adaptive method may take over a run (about as long as MAX_FIXED_STEPS of a
+#: fixed-step method: each tries 6 to 13 vector-field calls); a run is stopped at that count,
+#: or earlier once a tenth of them show the pace of a longer run
+MAX_ADAPTIVE_STEPS = 1_000_000
+#: arrays of the result's size a simulation holds at once (the result, its transpose, the
+#: solver's); the closed form's intermediates are about 16 of them
+COPIES, COPIES_EXACT = 4, 16
 
 
 def has_closed_form(system: System) -> bool:
@@ -53,8 +65,7 @@ def substep_grid(t: torch.Tensor, step_size: float) -> torch.Tensor:
     The sample times are grid points, so fixed-step solutions are returned at the sample times
     themselves (never interpolated between steps), on uniform and non-uniform grids alike.
     """
-    if step_size <= 0:
-        raise ValueError(f"step_size must be positive, got {step_size}")
+    step_size = positive_number(step_size, "step_size", "0.01")
     if len(t) < 2:
         return t
     gaps = t[1:] - t[:-1]
@@ -202,7 +213,7 @@ def _check_tolerance(method: str, rtol: float, dtype: torch.dtype) -> None:
 
 
 def simulate(
-    system: System,
+    system: System | str,
     t: torch.Tensor,
     x0: torch.Tensor,
     params: torch.Tensor,
@@ -242,51 +253,32 @@ def simulate(
 
     Returns:
         x: (B, T, d) states at the sample times, ``x[:, 0] == x0``.
-    """
-    if isinstance(system, str):
-        from . import get_system  # (the registry imports this module)
 
-        system = get_system(system)
-    if not (isinstance(x0, torch.Tensor) and x0.is_floating_point()):
+    Raises:
+        SystemInputError: an input that breaks a rule (the message names it and the fix);
+        SimulationCostError (one of them): a run refused before it starts, whose result would
+        take more than half the device's memory or whose fixed steps would number more than
+        MAX_FIXED_STEPS, or an adaptive run stopped at MAX_ADAPTIVE_STEPS steps (or earlier,
+        once its pace shows it would take more).
+    """
+    system = _system(system)
+    if isinstance(x0, torch.Tensor) and x0.is_floating_point():
+        check_dtype(x0.dtype, "x0's dtype")
+    else:
         # numpy arrays, lists, integer tensors: float64 on the CPU (a float32 or GPU
         # computation needs x0 as a tensor of that dtype and device)
-        try:
-            x0 = torch.as_tensor(np.asarray(x0.cpu() if isinstance(x0, torch.Tensor) else x0,
-                                            dtype=np.float64))
-        except (TypeError, ValueError, RuntimeError):
-            raise SystemInputError(f"x0 must be an array of numbers, shape (B, {system.dim}); "
-                                   f"got {type(x0).__name__}") from None
-    t = _numbers(t, "t", "(T,) sample times", x0)
-    params = _numbers(params, "params", f"(B, {system.n_params}) for "
-                                        f"{list(system.param_names)}", x0)
-    if t.ndim != 1 or len(t) < 2:
-        raise SystemInputError(f"t must have shape (T,) with T >= 2 sample times, got "
-                               f"{tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise SystemInputError("t contains NaN or infinite values")
-    gaps = t[1:] - t[:-1]
-    if not (bool((gaps > 0).all()) or bool((gaps < 0).all())):
-        raise SystemInputError("t must be strictly increasing (or strictly decreasing, to go "
-                               "backward)")
-    if x0.ndim != 2 or x0.shape[1] != system.dim:
-        raise SystemInputError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
-    if params.ndim != 2:
-        raise SystemInputError(f"params must have shape (B, {system.n_params}) for "
-                               f"{list(system.param_names)}, got {tuple(params.shape)}")
-    if params.shape[0] != x0.shape[0]:
-        raise SystemInputError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial "
-                               f"states")
-    if not bool(torch.isfinite(x0).all()):
-        raise SystemInputError("x0 contains NaN or infinite values; every initial state must "
-                               "be finite")
-    system.check_params(params)
+        x0 = real_tensor(x0, "x0", f"(B, {system.dim})", torch.float64, "cpu",
+                         noun="an array of numbers")
+    t = real_tensor(t, "t", "(T,) sample times", x0.dtype, x0.device)
+    params = real_tensor(params, "params", _params_shape(system), x0.dtype, x0.device)
+    gaps = _check_shapes(system, t, x0, params)
     # the user's choices: SystemInputError (a ValueError), one line on the command line
     if method not in METHODS:
         raise SystemInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not (math.isfinite(float(tol)) and float(tol) > 0):
-            raise SystemInputError(f"{name} must be a positive finite number, got {tol!r}")
-    if rtol is not None and float(rtol) >= 1:  # a relative error of 100%: no accuracy at all
+    rtol = None if rtol is None else positive_number(rtol, "rtol", "1e-6")
+    atol = None if atol is None else positive_number(atol, "atol", "1e-8")
+    step_size = None if step_size is None else positive_number(step_size, "step_size", "0.01")
+    if rtol is not None and rtol >= 1:  # a relative error of 100%: no accuracy at all
         raise SystemInputError(f"rtol is a relative error and must be below 1 (e.g. 1e-6), "
                                f"got {rtol!r}")
     asked = method
@@ -315,6 +307,13 @@ def simulate(
         how = "takes none" if method == "exact" else "adapts its steps"
         raise SystemInputError(f"step_size sets fixed-step methods (rk4, midpoint, ...), and "
                                f"{method} {how}; choose one, e.g. rk4")
+    # the cost, before any work (the closed form's intermediates are many (B, T) arrays)
+    check_memory(len(x0), len(t), system.dim, x0.dtype, x0.device,
+                 copies=COPIES_EXACT if method == "exact" else COPIES)
+    if method in FIXED_METHODS:
+        h = step_size if step_size is not None else float(gaps.abs().min()) / 8
+        _check_fixed_steps(method, t, gaps, h, step_size is None)
+    _check_values(system, x0, params)
     if x0.shape[0] == 0:  # (no trajectory: nothing to integrate)
         return x0.new_empty(0, len(t), system.dim)
     if method == "exact":
@@ -330,7 +329,7 @@ def simulate(
         if atol is None:  # states are O(1): atol two decades below rtol
             atol = rtol * 1e-2 if rtol is not None else (1e-11 if double else 1e-8)
         rtol = rtol if rtol is not None else (1e-9 if double else 1e-6)
-        _check_tolerance(method, float(rtol), x0.dtype)
+        _check_tolerance(method, rtol, x0.dtype)
         options["norm"] = _max_norm
         if method == "dopri8_uniform":
             with torch.no_grad():
@@ -340,8 +339,6 @@ def simulate(
             method = "dopri5"  # (steps of very different lengths needed)
     else:
         rtol, atol = 1e-7, 1e-9  # unused by fixed-step solvers
-        dt = float(gaps.abs().min())
-        h = step_size if step_size is not None else dt / 8
         if method in TABLEAU_OF:
             with torch.no_grad():
                 return _runge_kutta(system, t, x0, params, TABLEAU_OF[method],
@@ -352,6 +349,8 @@ def simulate(
     def rhs(time, x):
         return system.vector_field(time, x, params)
 
+    if method in ADAPTIVE_METHODS:  # (torchdiffeq calls it before every step it tries)
+        rhs.callback_step = _step_budget(system, method, t, rtol)
     try:
         x = odeint(rhs, x0, t, method=method, rtol=rtol, atol=atol, options=options)
     except AssertionError as e:  # torchdiffeq's adaptive step control gave up
@@ -366,6 +365,100 @@ def simulate(
             f"choose values of the system's usual scale"
         ) from None
     return x.transpose(0, 1).contiguous()
+
+
+def _system(system) -> System:
+    """``system``, or the registered system of that name."""
+    if isinstance(system, System):
+        return system
+    from . import get_system  # (the registry imports this module)
+
+    return get_system(system)
+
+
+def _params_shape(system: System) -> str:
+    return f"(B, {system.n_params}) for {list(system.param_names)}"
+
+
+def _check_shapes(system: System, t, x0, params):
+    """Refuse sample times that are not finite and strictly monotonic, and initial states or
+    parameters of the wrong shapes (torch tensors or numpy arrays); returns the gaps of ``t``.
+    Nothing here reads more than ``t``: the batch is read after its size is checked."""
+    if t.ndim != 1 or len(t) < 2:
+        raise SystemInputError(f"t must have shape (T,) with T >= 2 sample times, got "
+                               f"{tuple(t.shape)}")
+    if not bool(xp(t).isfinite(t).all()):
+        raise SystemInputError("t contains NaN or infinite values")
+    gaps = t[1:] - t[:-1]
+    if not (bool((gaps > 0).all()) or bool((gaps < 0).all())):
+        raise SystemInputError("t must be strictly increasing (or strictly decreasing, to go "
+                               "backward)")
+    if x0.ndim != 2 or x0.shape[1] != system.dim:
+        raise SystemInputError(f"x0 must have shape (B, {system.dim}), got {tuple(x0.shape)}")
+    if params.ndim != 2:
+        raise SystemInputError(f"params must have shape {_params_shape(system)}, got "
+                               f"{tuple(params.shape)}")
+    if params.shape[0] != x0.shape[0]:
+        raise SystemInputError(f"{params.shape[0]} parameter rows for {x0.shape[0]} initial "
+                               f"states; give one row of params per initial state")
+    return gaps
+
+
+def _check_values(system: System, x0, params) -> None:
+    """Refuse initial states that are not finite, and physically invalid parameters."""
+    if not bool(xp(x0).isfinite(x0).all()):
+        raise SystemInputError("x0 contains NaN or infinite values; every initial state must "
+                               "be finite")
+    system.check_params(params)
+
+
+def _check_fixed_steps(method: str, t, gaps, h: float, default: bool) -> None:
+    """Refuse a fixed-step run of more than MAX_FIXED_STEPS steps of at most ``h``."""
+    steps = float(torch.ceil(gaps.abs() / h).clamp(min=1).sum())  # (in floats: no overflow)
+    if steps <= MAX_FIXED_STEPS:
+        return
+    span = float((t[-1] - t[0]).abs())
+    how = (f"the default step_size, the smallest sample spacing / 8, is {h:.3g}" if default
+           else f"step_size {h:.3g}")
+    # (each sample interval takes a whole number of steps: up to one more than span / h)
+    least = span / max(MAX_FIXED_STEPS - len(gaps), 1)
+    raise SimulationCostError(
+        f"{method} would take {_count(steps)} steps over the span of {span:.4g} ({how}), more than "
+        f"the {MAX_FIXED_STEPS:,} allowed; use a step_size of at least {least:.2g}, or an "
+        f"adaptive method (dopri5, dopri8_uniform), which chooses its own steps")
+
+
+def _count(n: float) -> str:
+    """A count of steps for messages: 12,345,678, or 1.2e+20 where digits would run on."""
+    return f"{n:,.0f}" if n < 1e13 else f"{n:.2g}"
+
+
+def _step_budget(system: System, method: str, t: torch.Tensor, rtol: float):
+    """A torchdiffeq ``callback_step`` that stops an adaptive run bound to take more than
+    MAX_ADAPTIVE_STEPS steps: once it has taken that many, or once a tenth of them show that
+    pace (the steps per unit of time so far, over the whole span)."""
+    limit = MAX_ADAPTIVE_STEPS
+    every = max(1, min(1000, limit // 10))  # (reading the time synchronises a GPU)
+    start, end = float(t[0]), float(t[-1])
+    taken = 0
+
+    def count(t_now, y, dt):
+        nonlocal taken
+        taken += 1
+        if taken % every:
+            return
+        done = abs(float(t_now) - start) / abs(end - start)
+        pace = taken / done if done > 0 else math.inf
+        if taken >= limit or (taken >= limit // 10 and pace > limit):
+            raise SimulationCostError(
+                f"{system.name}: {method} has taken {taken:,} steps and reached t = "
+                f"{float(t_now):.6g} on the way from {start:g} to {end:g}; at that pace the "
+                f"run would take about {max(pace, taken):.2g} steps, more than the {limit:,} "
+                f"allowed (the span is very long for the time scale of the dynamics, or the "
+                f"system is stiff): simulate a shorter span, loosen rtol (now {rtol:g}), or "
+                f"use a fixed-step method with a step_size you choose (e.g. method='rk4')")
+
+    return count
 
 
 def _check_finite_start(system: System, t, x0, params) -> None:
@@ -385,24 +478,8 @@ def _check_finite_start(system: System, t, x0, params) -> None:
     )
 
 
-def _numbers(a, name: str, shape: str, like: torch.Tensor) -> torch.Tensor:
-    """``a`` as a tensor of ``like``'s dtype and device; SystemInputError where it does not
-    hold numbers (text, ragged lists)."""
-    try:
-        if isinstance(a, str | bytes):
-            raise TypeError
-        return torch.as_tensor(a, dtype=like.dtype, device=like.device)
-    except (TypeError, ValueError, RuntimeError):
-        got = type(a).__name__
-        try:
-            got = f"{got} of dtype {np.asarray(a).dtype}"
-        except (TypeError, ValueError, RuntimeError):
-            pass
-        raise SystemInputError(f"{name} must be numbers, shape {shape}; got {got}") from None
-
-
 def simulate_scipy(
-    system: System,
+    system: System | str,
     t,
     x0,
     params,
@@ -413,12 +490,18 @@ def simulate_scipy(
 ) -> np.ndarray:
     """Reference solution: one ``scipy.integrate.solve_ivp`` call per trajectory (float64).
 
-    Same arguments as :func:`simulate`, as numpy arrays; returns (B, T, d).
+    Same arguments as :func:`simulate` (a system or its name; arrays, lists or tensors);
+    returns (B, T, d) as a numpy array.
     """
-    t = np.asarray(t, dtype=np.float64)
-    x0 = np.asarray(x0, dtype=np.float64)
-    params = np.asarray(params, dtype=np.float64)
-    system.check_params(params)
+    system = _system(system)
+    t = real_array(t, "t", "(T,) sample times")
+    x0 = real_array(x0, "x0", f"(B, {system.dim})", noun="an array of numbers")
+    params = real_array(params, "params", _params_shape(system))
+    _check_shapes(system, t, x0, params)
+    rtol = positive_number(rtol, "rtol", "1e-11")
+    atol = positive_number(atol, "atol", "1e-13")
+    check_memory(len(x0), len(t), system.dim, torch.float64, "cpu", copies=2)
+    _check_values(system, x0, params)
     out = np.empty((x0.shape[0], t.shape[0], system.dim))
     for i in range(x0.shape[0]):
         p = params[i]

@@ -4,8 +4,7 @@ or torch (or swapping the machine to a halt)."""
 
 from __future__ import annotations
 
-import os
-
+import systems
 from warpphys.errors import WarpphysError
 
 
@@ -15,19 +14,10 @@ class ResourceError(WarpphysError):
 
 def memory_bytes() -> int:
     """This machine's physical memory in bytes (16 GiB if the system does not say)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 16 * 2**30
+    return systems.memory_bytes("cpu") or 16 * 2**30
 
 
-def human(nbytes: float) -> str:
-    """``nbytes`` as a short human-readable size, e.g. ``'1.5 TB'``."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if nbytes < 1000 or unit == "PB":
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1000
-    raise AssertionError  # unreachable
+human = systems.human_size
 
 
 def check_memory(nbytes: float, what: str, advice: str) -> None:
