@@ -1,5 +1,5 @@
 import sys
 
-from warpphys.cli import main
+from warpphys._entry import main
 
 sys.exit(main())

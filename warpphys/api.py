@@ -47,6 +47,8 @@ from warpphys.limits import ResourceError, check_memory
 from warpphys.metrics import ESTIMATES, global_minmax, identifiable_ranges
 from warpphys.registry import (
     BASE_OPTIONS,
+    FIXED_OPTIONS,
+    IGNORED_OPTIONS,
     MODEL_CLASSES,
     MODELS,
     default_model,
@@ -209,6 +211,13 @@ def fit(
         raise RunError(f"model {model!r} takes no option "
                        f"{', '.join(named(k) for k in sorted(unknown))}; leave it out, or choose "
                        f"a model that takes it")
+    unread = sorted((set(options) | ({"epochs"} if epochs is not None else set()))
+                    & IGNORED_OPTIONS.get(model, set()))
+    if unread:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unread)
+        warnings.warn(f"model {model!r} does not use {flags} (they size or train other "
+                      f"models): ignored", stacklevel=2)
+        options = {k: v for k, v in options.items() if k not in unread}
     test_file = Trajectories.load(test_data, system=system) if test_data is not None else None
     if test_file is not None:
         test_file = test_file.rename_params(param_names, system, strict=False)
@@ -757,6 +766,9 @@ def _resume(run_dir: Path, *, epochs, device, progress, figures, max_seconds) ->
             f"{saved.get(k)!r} in {LAST_FILE}); was it edited? Restore it, or start a new run"
         )
     info = saved
+    if epochs is not None and "epochs" in FIXED_OPTIONS.get(info.get("model"), {}):
+        raise RunError(f"model {info.get('model')!r} has nothing to train, so --epochs cannot "
+                       f"continue {str(run_dir)!r}; fit a new run to change it")
     if epochs is not None:
         _check_run_options(info["seed"], None, {"epochs": epochs})
         epochs = int(epochs)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 
 import systems
+import warpphys.baselines  # noqa: F401  (registers the baselines in warpphys.registry)
 from warpphys import registry
 from warpphys.errors import WarpphysError
 from warpphys.physics import READOUTS
@@ -16,6 +19,7 @@ from warpphys.roots import physics_root_names
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class UsageError(Exception):
@@ -420,8 +424,27 @@ def _out_of_memory(e: BaseException) -> bool:
         "can't allocate memory" in text or "out of memory" in text.lower()))
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a batch system's time limit): handled as Ctrl-C is, so
+    that a fit says where its last checkpoint is and leaves no half-written files."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # a usage error: one line, SystemExit(2)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     command = args.command
     try:
         if hasattr(args, "threads"):
@@ -447,8 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return _fail(command, _os_error(e))
     except KeyboardInterrupt as e:
-        print(f"warpphys {command}: {e.args[0] if e.args else 'interrupted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(e, _Terminated) or isinstance(e.__context__, _Terminated)
+        print(f"warpphys {command}: {e.args[0] if e.args else 'interrupted'}"
+              + (" (terminated: SIGTERM)" if terminated else ""), file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 import systems
+import warpphys.baselines  # noqa: F401  (registers the baselines in warpphys.registry)
 from warpphys import checkpoint, metrics, rundir
 from warpphys.data import DataError, Trajectories, check_system, validate
 from warpphys.errors import RunError

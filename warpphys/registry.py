@@ -4,7 +4,8 @@
 Model`` (``system``: the :class:`systems.System` or None); each builder's ``options`` attribute
 holds its model-specific option defaults. :data:`MODEL_CLASSES` maps a class name to the class,
 whose ``from_config`` rebuilds a saved model. WARP and WARP-Phys are registered here; the
-baselines register themselves in :mod:`warpphys.baselines` (imported by ``import warpphys``).
+baselines register themselves in :mod:`warpphys.baselines` (imported by the modules that
+look models up: :mod:`warpphys.fitted`, :mod:`warpphys.cli`).
 
 :data:`BASE_OPTIONS` are the options every model takes, sized for a 2-core CPU; the training
 ones are :class:`warpphys.train.TrainConfig`'s defaults (one source).
@@ -27,6 +28,8 @@ MODELS: dict = {}
 MODEL_CLASSES: dict[str, type] = {}
 #: model name -> options the model fixes whatever the user asks (e.g. no epochs to train)
 FIXED_OPTIONS: dict[str, dict] = {}
+#: model name -> options of every model that it does not read (its fixed ones included)
+IGNORED_OPTIONS: dict[str, set] = {}
 #: model name -> the name of the class it builds (a saved model's class must be its model's)
 CLASS_OF_MODEL: dict[str, str] = {}
 
@@ -42,15 +45,17 @@ BASE_OPTIONS = {
 
 
 def register_model(name: str, builder, cls: type | None = None, *,
-                   fixed: dict | None = None) -> None:
+                   fixed: dict | None = None, ignores: tuple[str, ...] = ()) -> None:
     """Make ``builder`` available as ``--model name`` (its ``options`` attribute: the model's
     own option defaults); ``cls``: the class it builds, to load saved models; ``fixed``: options
-    the model sets whatever the user asks."""
+    the model sets whatever the user asks; ``ignores``: options of :data:`BASE_OPTIONS` it
+    does not read (a user who sets one is told)."""
     MODELS[name] = builder
     if cls is not None:
         MODEL_CLASSES[cls.__name__] = cls
         CLASS_OF_MODEL[name] = cls.__name__
     FIXED_OPTIONS[name] = dict(fixed or {})
+    IGNORED_OPTIONS[name] = set(ignores) | set(fixed or {})
 
 
 def default_model(system: str | None) -> str:

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import systems
-from warpphys import api, metrics, rundir
+from warpphys import api, metrics, registry, rundir
 from warpphys.baselines import BASELINES, count_parameters
 from warpphys.data import Trajectories, add_noise
 from warpphys.data import simulate as simulate_data
@@ -275,7 +275,8 @@ def label(row: dict) -> str:
 def _model_options(model: str, scale: Scale, noise: float) -> dict:
     if model == "classical":  # no training options; shooting residuals when data are noisy
         return {"residuals": "shooting" if noise > 0 else "one-step"}
-    opts = {**scale.options, **scale.model_options.get(model, {})}
+    opts = {k: v for k, v in {**scale.options, **scale.model_options.get(model, {})}.items()
+            if k not in registry.IGNORED_OPTIONS.get(model, set())}  # (sizes of others)
     if "fresh_data" in api.MODELS[model].options:
         # every model of a study learns from the same (noisy, when noise > 0) training file:
         # no fresh simulated trajectories, which would be clean and unlimited

@@ -88,12 +88,18 @@ _build_classical.options = {"residuals": "one-step", "substeps": "auto", "bound"
 def register_all() -> None:
     """Register every baseline in :data:`warpphys.registry.MODELS` (idempotent)."""
     register_model = registry.register_model
-    register_model("gru", _recurrent_builder("gru", GRUBaseline), GRUBaseline)
-    register_model("lstm", _recurrent_builder("lstm", LSTMBaseline), LSTMBaseline)
-    register_model("transformer", _build_transformer, CausalTransformer)
-    register_model("node", _build_node, NeuralODE)
+    # (the recurrent baselines are sized by WARP's width, depth, ... unless hidden is given)
+    register_model("gru", _recurrent_builder("gru", GRUBaseline), GRUBaseline,
+                   ignores=("lr_transition",))
+    register_model("lstm", _recurrent_builder("lstm", LSTMBaseline), LSTMBaseline,
+                   ignores=("lr_transition",))
+    warp_sizes = ("width", "depth", "hyper_width", "transition", "lr_transition")
+    register_model("transformer", _build_transformer, CausalTransformer, ignores=warp_sizes)
+    register_model("node", _build_node, NeuralODE, ignores=warp_sizes)
     # nothing to train (epochs 0: the Trainer returns at once), whatever --epochs says
-    register_model("classical", _build_classical, ClassicalSysID, fixed={"epochs": 0})
+    register_model("classical", _build_classical, ClassicalSysID, fixed={"epochs": 0},
+                   ignores=(*warp_sizes, "batch_size", "lr", "mode", "p_forcing_end",
+                            "precision"))
 
 
 register_all()

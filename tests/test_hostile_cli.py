@@ -1,0 +1,107 @@
+"""A fourth hostile-input campaign, on the command line: signals, options a model ignores,
+degenerate data in the metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from conftest import SMALL_FIT
+
+from warpphys import api, cli, metrics
+from warpphys.data import Trajectories, simulate
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _started(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "warpphys", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path):
+    """Ctrl-C in the first seconds (torch still importing) used to print a traceback."""
+    proc = _started(["simulate", "--system", "pendulum", "--n", "4", "--out", "s.npz"],
+                    tmp_path)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted" in err
+
+
+def test_sigterm_during_a_forced_fit_says_where_it_stopped_and_keeps_the_old_run(user_file,
+                                                                                 tmp_path):
+    run = tmp_path / "run"
+    assert cli.main(["fit", *SMALL_FIT, "--no-figures", "--data", str(user_file), "--out",
+                     str(run)]) == 0
+    before = (run / "metrics.json").read_bytes()
+    proc = _started(["fit", "--model", "warp-phys", "--epochs", "400", "--context", "5",
+                     "--quiet", "--no-figures", "--data", str(user_file), "--out", str(run),
+                     "--force"], tmp_path)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.startswith("warpphys fit: interrupted"), err
+    assert "SIGTERM" in err
+    assert (run / "metrics.json").read_bytes() == before  # --force replaces only on success
+
+
+def test_options_a_model_does_not_read_are_warned_of_and_not_recorded(user_file, tmp_path):
+    with pytest.warns(UserWarning, match=r"model 'transformer' does not use --depth, --width"):
+        api.fit(data=user_file, model="transformer", epochs=1, context=5, width=512, depth=7,
+                out=tmp_path / "t", figures=False, progress=False, device="cpu")
+    with pytest.warns(UserWarning, match=r"model 'classical' does not use --epochs, --lr"):
+        api.fit(data=user_file, model="classical", epochs=5, lr=0.5, context=5,
+                out=tmp_path / "c", figures=False, progress=False, device="cpu")
+    with warnings.catch_warnings():  # the models' own sizes: no warning
+        warnings.simplefilter("error", UserWarning)
+        api.fit(data=user_file, model="gru", epochs=1, context=5, width=8,
+                out=tmp_path / "g", figures=False, progress=False, device="cpu")
+
+
+def test_resuming_a_model_with_nothing_to_train_is_refused_in_one_line(user_file, tmp_path,
+                                                                       capsys):
+    run = tmp_path / "c"
+    assert cli.main(["fit", "--model", "classical", "--context", "5", "--quiet",
+                     "--no-figures", "--data", str(user_file), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert cli.main(["fit", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has nothing to train" in err and "Traceback" not in err
+
+
+def test_a_trajectory_at_rest_does_not_set_the_invariant_drift():
+    sim = simulate("spring_mass", 8, "test", 0)
+    x = sim.x.copy()
+    x_hat = x * (1 + 1e-3)  # every rollout 0.1% off
+    base = metrics.invariant_drift(systems_of(sim), x, x_hat, sim.params, 32)
+    x[0] = 0.0  # one spring at rest: its energy is 0
+    x_hat[0] = 1e-3
+    drift = metrics.invariant_drift(systems_of(sim), x, x_hat, sim.params, 32)
+    assert drift < 10 * base, (drift, base)
+    assert np.isfinite(drift)
+
+
+def systems_of(sim):
+    import systems
+    return systems.get_system(sim.system)
+
+
+def test_reading_back_json_of_a_rest_file_is_finite(fitted_run, user_file, tmp_path, capsys):
+    data = Trajectories.load(user_file)
+    x = data.x.copy()
+    x[0] = 0.0
+    Trajectories(t=data.t, x=x, system="spring_mass").save(tmp_path / "rest.npz")
+    assert cli.main(["evaluate", str(fitted_run), "--data", str(tmp_path / "rest.npz")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["invariant_drift"] is None or out["invariant_drift"] < 1e6
