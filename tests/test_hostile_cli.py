@@ -105,3 +105,56 @@ def test_reading_back_json_of_a_rest_file_is_finite(fitted_run, user_file, tmp_p
     assert cli.main(["evaluate", str(fitted_run), "--data", str(tmp_path / "rest.npz")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["invariant_drift"] is None or out["invariant_drift"] < 1e6
+
+
+def test_fit_with_stderr_closed_writes_the_whole_run(user_file, tmp_path):
+    """With stderr closed (2>&-) the progress bar raised in tqdm and left half a run."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "warpphys", "fit", "--model", "warp",
+                           "--epochs", "2", "--context", "5", "--width", "4", "--device", "cpu",
+                           "--no-figures", "--data", str(user_file), "--out", str(out)],
+                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          close_fds=True, pass_fds=(), preexec_fn=lambda: os.close(2),
+                          timeout=300)
+    assert proc.returncode == 0
+    assert (out / "metrics.json").is_file()
+
+
+def test_test_data_that_is_the_training_data_is_warned_of(user_file, tmp_path):
+    with pytest.warns(UserWarning, match="same trajectories as --data: the model is trained "
+                                         "on the ones it is tested on"):
+        api.fit(data=user_file, test_data=user_file, model="warp", epochs=1, context=5,
+                width=4, out=tmp_path / "r", figures=False, progress=False, device="cpu")
+
+
+def test_force_onto_a_symbolic_link_is_refused(fitted_run, user_file, tmp_path, capsys):
+    import shutil
+    shutil.copytree(fitted_run, tmp_path / "target")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    rc = cli.main(["fit", *SMALL_FIT, "--no-figures", "--data", str(user_file), "--out",
+                   str(tmp_path / "link"), "--force"])
+    assert rc == 2 and "is a symbolic link" in capsys.readouterr().err
+    assert (tmp_path / "link").is_symlink()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--depth", "99999999999999999999999"], "depth must be a whole number from 1 to 100"),
+    (["--width", "99999999999999"], "width must be a whole number from 1 to 2,147,483,648"),
+    (["--lr", "1e-320"], "learning rate of at least 1e-12"),
+])
+def test_absurd_sizes_and_rates_are_refused_at_once(args, words, user_file, tmp_path, capsys):
+    start = time.monotonic()
+    rc = cli.main(["fit", *SMALL_FIT, "--no-figures", "--data", str(user_file), "--out",
+                   str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err, err
+    assert time.monotonic() - start < 10 and not (tmp_path / "r").exists()
+
+
+def test_unknown_arguments_are_named_by_their_command(fitted_run, user_file, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", str(fitted_run), str(fitted_run), "--data", str(user_file)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("warpphys evaluate: error: unrecognized arguments")
+    assert "see `warpphys evaluate --help`" in err

@@ -290,6 +290,11 @@ def fit(
         if path is not None:
             info[f"{key}_file"] = {"path": os.path.abspath(Trajectories.path_of(path)),
                                    "sha256": rundir.file_digest(Trajectories.path_of(path))}
+    if test_data is not None and info["test_data_file"]["sha256"] == info["data_file"]["sha256"]:
+        warnings.warn(f"--test-data {str(test_data)!r} holds the same trajectories as --data: "
+                      f"the model is trained on the ones it is tested on, so its test metrics "
+                      f"say how well it fits, not how well it predicts new data",
+                      stacklevel=2)
     info["fresh_data"] = source
     if source is not None:
         lo_hi = fresh_ranges(sys_, *_source_ranges(sys_, train if source == "file" else None),
@@ -353,6 +358,10 @@ INTEGER_OPTIONS = {"epochs": 1, "batch_size": 1, "val_every": 1, "width": 1, "de
                    "train_steps": 1, "patience": 0, "hidden": 1, "layers": 1, "heads": 1,
                    "d_model": 1, "ff": 1, "node_width": 1, "node_depth": 1, "augment": 0,
                    "encoder_width": 1, "max_nfev": 1}
+#: the most a counting option may be: depths (a deeper network is only a slower build to
+#: refuse), else 2**31 (beyond, torch's sizes overflow)
+INTEGER_MAX = {"depth": 100, "head_depth": 100, "layers": 100, "node_depth": 100}
+MAX_COUNT = 2**31
 #: counting options that also take "auto" (chosen from the data)
 AUTO_OPTIONS = ("loss_steps", "substeps", "train_steps", "hidden")
 
@@ -388,6 +397,10 @@ def _whole_numbers(options: dict) -> dict:
     return {k: plain(k, v) for k, v in options.items()}
 
 
+#: the least learning rate (a denormal one, 1e-320, trained nothing and reported "completed")
+MIN_LR = 1e-12
+
+
 def _check_switches(**switches) -> None:
     """Refuse a switch of ``fit`` that is not True or False (the string "no" reads as True)."""
     for key, value in switches.items():
@@ -410,9 +423,11 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
         value = options.get(key)
         if value is None or (key in AUTO_OPTIONS and value == "auto"):
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        high = INTEGER_MAX.get(key, MAX_COUNT)
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+                or value > high):
             auto = " or 'auto'" if key in AUTO_OPTIONS else ""
-            raise RunError(f"{key} must be a whole number of at least {low}{auto}, got "
+            raise RunError(f"{key} must be a whole number from {low} to {high:,}{auto}, got "
                            f"{value!r}")
     for key, (low, high, what) in BOUNDED_OPTIONS.items():
         value = options.get(key)
@@ -428,11 +443,12 @@ def _check_run_options(seed, max_seconds, options: dict) -> None:
         value = options.get(key)
         if value is not None and not (isinstance(value, numbers.Real)
                                       and not isinstance(value, bool) and math.isfinite(value)
-                                      and (value > 0 or key == "lr_transition" and value == 0)):
+                                      and (value >= MIN_LR
+                                           or key == "lr_transition" and value == 0)):
             got = (f"the text {value!r} (convert it with float())" if isinstance(value, str)
                    else f"{type(value).__name__} {value!r}")
             raise RunError(f"--{key.replace('_', '-')} must be a positive finite learning "
-                           f"rate, e.g. 1e-3; got {got}")
+                           f"rate of at least {MIN_LR:g}, e.g. 1e-3; got {got}")
 
 
 def _check_model_size(model: str, train: Trajectories, sys_, opts: dict) -> bool:
@@ -907,7 +923,8 @@ def predict(run_dir, data, context: int, horizon: int, out, *,
         status = fitted.info.get("status")
         trained = (f" (its training {status}: {fitted.info.get('status_message')})"
                    if status not in (None, "completed") else "")
-        raise RunError(f"the model's {est} rollout overflowed "
+        which = f"{est} " if fitted.model.has_params else ""  # (a black box has one)
+        raise RunError(f"the model's {which}rollout overflowed "
                        f"(states not finite) in {int(bad.any(1).sum())} of {len(x_hat)} "
                        f"trajectories, first at trajectory {i}, step {k}: the model{trained} "
                        f"cannot predict these data, which may lie far from its training data; "

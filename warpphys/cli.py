@@ -225,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="study folder (an interrupted study resumes)")
     _threads_option(q)
     q.set_defaults(func=cmd_reproduce)
+    p.commands = sub.choices  # (each command's own parser: its usage errors)
     return p
 
 
@@ -434,7 +435,10 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # a usage error: one line, SystemExit(2)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # a usage error: one line, SystemExit(2)
+    if extra:  # (named by the command's own parser, which points to its own --help)
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:

@@ -7,6 +7,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -834,7 +835,7 @@ PROGRESS_STEPS = 10_000
 def _progress(steps: int, what: str):
     """A tqdm bar over ``steps`` steps of ``what`` when they are at least PROGRESS_STEPS, else
     None; closed on leaving."""
-    if steps < PROGRESS_STEPS:
+    if steps < PROGRESS_STEPS or sys.stderr is None:  # (no stderr: started with 2>&-)
         yield None
         return
     bar = tqdm(total=steps, desc=what, unit="step", leave=False)

@@ -203,6 +203,10 @@ def check_run_dir(run_dir: Path, *, force: bool) -> None:
     if run_dir.is_symlink() and not run_dir.exists():
         raise RunError(f"--out {str(run_dir)!r} is a symbolic link to nothing usable (a missing "
                        f"target, or a loop of links); choose another --out")
+    if force and run_dir.is_symlink():
+        raise RunError(f"--out {str(run_dir)!r} is a symbolic link (to "
+                       f"{os.readlink(run_dir)!r}); --force replaces run directories, not "
+                       f"links: name the run directory itself")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(
             f"--out {str(run_dir)!r} is a file, not a run directory; choose another --out"

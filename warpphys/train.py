@@ -19,6 +19,7 @@ skipping the rows of lower ranks, so one process and N processes draw the same m
 from __future__ import annotations
 
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -335,7 +336,8 @@ class Trainer:
         cfg, model = self.cfg, self.model
         t0 = time.perf_counter() - self.history.seconds
         bar = tqdm(range(self.start_epoch, cfg.epochs), desc="fit", unit="epoch",
-                   disable=not self.progress, initial=self.start_epoch, total=cfg.epochs,
+                   disable=not self.progress or sys.stderr is None,  # (stderr closed: 2>&-)
+                   initial=self.start_epoch, total=cfg.epochs,
                    dynamic_ncols=True)
         good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         # fresh data for the next epoch are made on a second thread while this one trains
