@@ -158,3 +158,35 @@ def test_unknown_arguments_are_named_by_their_command(fitted_run, user_file, cap
     err = capsys.readouterr().err
     assert err.startswith("warpphys evaluate: error: unrecognized arguments")
     assert "see `warpphys evaluate --help`" in err
+
+
+def test_a_failed_write_names_the_file_not_its_temporary(tmp_path, monkeypatch):
+    from warpphys import rundir
+
+    def read_only(src, dst):
+        raise OSError(30, "Read-only file system", src)  # (src: the temporary, a Path)
+
+    monkeypatch.setattr(rundir.os, "replace", read_only)
+    with pytest.raises(OSError) as e:
+        rundir.write_json({"a": 1}, tmp_path / "config.json")
+    assert e.value.filename == str(tmp_path / "config.json")
+    assert list(tmp_path.iterdir()) == []  # (the temporary removed)
+
+
+def test_results_lost_on_stdout_are_errors_and_a_gone_reader_exits_quietly(fitted_run,
+                                                                           user_file,
+                                                                           tmp_path):
+    cmd = [sys.executable, "-m", "warpphys", "evaluate", str(fitted_run), "--data",
+           str(user_file)]
+    closed = subprocess.run(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: os.close(1), timeout=300)
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, env=ENV, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=300)
+    assert proc.returncode == 2 and "No space left" in proc.stderr
+    reader = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    reader.stdout.close()  # the reader goes away before the result comes
+    err = reader.stderr.read()
+    assert reader.wait(timeout=300) == 141 and err == "", err

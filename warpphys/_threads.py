@@ -60,6 +60,10 @@ def choose(requested: int | None = None, *, work_flops: float | None = None,
         return int(requested), "requested"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
+        if int(env) > cores:  # (as --threads: 99999 of them exhausted the memory)
+            warnings.warn(f"OMP_NUM_THREADS={env} is more than the {cores} CPU cores this "
+                          f"process may use; using {cores}", stacklevel=3)
+            return cores, "OMP_NUM_THREADS"
         return int(env), "OMP_NUM_THREADS"
     if work_flops is None or work_flops < PARALLEL_FLOPS:
         return 1, "small work"

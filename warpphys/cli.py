@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from warpphys.roots import physics_root_names
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 class UsageError(Exception):
@@ -321,7 +323,7 @@ def cmd_simulate(args) -> int:
         traj.save(args.out)
     except OSError as e:
         raise UsageError(f"cannot write --out {args.out!r}: {e.strerror or e}") from None
-    print(_json({
+    _say(_json({
         "out": args.out, "system": traj.system, "n": traj.n, "T": traj.n_times, "d": traj.dim,
         "t_end": float(traj.t[-1]), "split": args.split, "seed": args.seed,
     }))
@@ -348,7 +350,7 @@ def cmd_fit(args) -> int:
 
     if not distributed.is_main():  # under torchrun, rank 0 prints the summary
         return 0
-    print(_json({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
+    _say(_json({"run_dir": str(fitted.run_dir), **_summary(fitted.metrics)}, indent=2))
     return 0
 
 
@@ -361,7 +363,7 @@ def _summary(m: dict) -> dict:
 def cmd_evaluate(args) -> int:
     from warpphys import api
 
-    print(_json(api.evaluate(args.run_dir, args.data, args.context,
+    _say(_json(api.evaluate(args.run_dir, args.data, args.context,
                              param_names=_param_names(args.param_names),
                              estimate=args.estimate), indent=2))
     return 0
@@ -376,7 +378,7 @@ def cmd_predict(args) -> int:
     res = api.predict(args.run_dir, args.data, args.context, args.horizon, args.out,
                       estimate=args.estimate, force=args.force)
     said = {"estimate": estimate} if fitted.model.has_params else {}  # black box: keys as before
-    print(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
+    _say(_json({"out": args.out, "n": res.n, "T": res.n_times, "d": res.dim, **said}))
     return 0
 
 
@@ -392,7 +394,7 @@ def cmd_reproduce(args) -> int:
                                                      flush=True))
     res = reproduce.run_study(study=args.study, out=args.out, scale=args.scale, seeds=args.seeds,
                               noise=args.noise, models=models, device=args.device, log=log)
-    print(_json({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
+    _say(_json({**res["paths"], "wall_minutes": round(res["wall_seconds"] / 60, 2),
                  "cpu_minutes": round(res["cpu_seconds"] / 60, 2),
                  "test_mse": {m: e["test_mse"] for m, e in res["table"].items()},
                  "test_mse_minmax": {m: e.get("test_mse_minmax")
@@ -406,6 +408,23 @@ def _json(obj, **kw) -> str:
     from warpphys.rundir import finite_json
 
     return json.dumps(finite_json(obj), allow_nan=False, **kw)
+
+
+def _say(text: str) -> None:
+    """Print a command's result on stdout. A closed stdout (``>&-``) or a full disk there is an
+    error, since the result is lost; a reader that went away (``| head``) is handled by
+    :func:`_run` as the shell's convention has it."""
+    if sys.stdout is None:
+        raise UsageError("standard output is closed (>&-), so the result could not be "
+                         "printed; redirect it to a file instead")
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise UsageError(f"cannot write the result to standard output: "
+                         f"{e.strerror or e}") from None
 
 
 def _os_error(e: OSError) -> str:
@@ -451,10 +470,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     command = args.command
     try:
-        if hasattr(args, "threads"):
-            from warpphys import _threads
-
-            _threads.configure(args.threads)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             # one line each, like the errors (not the file, line and source of the warning),
@@ -467,10 +482,18 @@ def _run(args) -> int:
                     print(f"warpphys {command}: warning: {message}", file=sys.stderr)
 
             warnings.showwarning = show
+            if hasattr(args, "threads"):  # (its warning, too, one line)
+                from warpphys import _threads
+
+                _threads.configure(args.threads)
             return args.func(args)
     except (UsageError, WarpphysError, systems.SystemInputError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         return _fail(command, msg)
+    except BrokenPipeError:  # (the reader of stdout went away, e.g. `| head`: the work is
+        # done; exit quietly as a process killed by SIGPIPE would, without flushing again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as e:
         return _fail(command, _os_error(e))
     except KeyboardInterrupt as e:

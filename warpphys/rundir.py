@@ -49,7 +49,8 @@ def atomic_open(path: str | os.PathLike, *, binary: bool = False,
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.filename == str(tmp):  # name the file asked for, not the temporary one
+        if e.filename is not None and os.fspath(e.filename) == str(tmp):
+            # name the file asked for, not the temporary one
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     except BaseException:
