@@ -13,7 +13,13 @@ def test_request_wins_over_environment(monkeypatch):
 
 def test_environment_is_honoured(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert _threads.choose(work_flops=1e3)[0] == 3
+    assert _threads.choose(work_flops=1e3, cores=8)[0] == 3
+
+
+def test_environment_above_the_cores_is_capped_with_a_warning(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "99999")
+    with pytest.warns(UserWarning, match="OMP_NUM_THREADS=99999 is more than the 4 CPU cores"):
+        assert _threads.choose(work_flops=1e3, cores=4) == (4, "OMP_NUM_THREADS")
 
 
 def test_small_work_runs_on_one_thread(monkeypatch):
