@@ -226,3 +226,12 @@ def test_score_checks_its_forecasts(spring_run, user_file):
         fitted.score(traj, {"banana": fc["refined"]}, 5)
     with pytest.raises(DataError, match="smaller than the sequence length"):
         fitted.score(traj, fc, 500)
+
+
+def test_unix_times_rounded_in_float32_are_explained():
+    t = (1.7e9 + np.linspace(0, 6, 96)).astype(np.float32)
+    with pytest.raises(DataError, match="round onto each other in float32"):
+        Trajectories(t=t, x=np.zeros((1, 96, 2)))
+    with pytest.raises(DataError, match=r"strictly increasing; t\[1\] = 2.0 is followed by "
+                                        r"t\[2\] = 2.0$"):
+        Trajectories(t=[1.0, 2.0, 2.0, 3.0], x=np.zeros((1, 4, 2)))

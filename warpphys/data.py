@@ -548,9 +548,13 @@ def validate(tr: Trajectories) -> None:
         raise DataError("'t' contains NaN or infinite values")
     if not np.all(np.diff(t) > 0):
         i = int(np.argmin(np.diff(t) > 0))
+        rounded = ("; times this large round onto each other in float32 (7 digits, e.g. "
+                   "Unix timestamps): store them in float64, or relative to the first"
+                   if t[i] == t[i + 1] and abs(t[i]) > 1e6 * np.median(np.abs(np.diff(t)))
+                   else "")
         raise DataError(
             f"'t' must be strictly increasing; t[{i}] = {t[i]} is followed by "
-            f"t[{i + 1}] = {t[i + 1]}"
+            f"t[{i + 1}] = {t[i + 1]}{rounded}"
         )
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0]
