@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 
 from ._base import MAX_PARAM, Box, Param, Protocol, System
-from ._checks import check_dtype, check_memory, human_size, memory_bytes
+from ._checks import check_device, check_dtype, check_memory, human_size, memory_bytes
 from ._errors import SimulationCostError, SystemInputError, UnknownNameError
 from ._presets import LV, MSD, MSD_ZERO, PRESETS
 from ._simulate import COPIES, simulate, simulate_scipy
@@ -170,6 +170,7 @@ def sample(
         raise SystemInputError(f"the seed must be a whole number >= 0, got {seed!r}")
     seed = int(seed)
     check_dtype(dtype, "dtype")
+    check_device(device)
     if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(
             n_steps, numbers.Integral) or n_steps < 2):
         raise SystemInputError(f"n_steps must be a whole number of sample times >= 2, or None "

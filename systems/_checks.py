@@ -77,6 +77,25 @@ def check_dtype(dtype, name: str) -> None:
             f"times round onto each other); use torch.float32 or torch.float64, e.g. x0.float()")
 
 
+def check_device(device) -> torch.device:
+    """``device`` as a torch device that can simulate here: the CPU, or an available CUDA
+    device; SystemInputError naming the fix otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SystemInputError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemInputError(f"device {device!r} was asked for, but CUDA is not "
+                                   f"available here; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SystemInputError(f"device {device!r}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise SystemInputError(f"simulations run on 'cpu' or 'cuda', not {device!r}")
+    return dev
+
+
 def positive_number(value, name: str, example: str) -> float:
     """``value`` as a float; SystemInputError naming ``name`` unless it is a finite real number
     above zero (text, booleans, complex numbers, NaN and infinities are refused). A 0-dim

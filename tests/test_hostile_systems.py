@@ -187,3 +187,18 @@ def test_sample_refuses_a_dtype_that_is_not_a_torch_float_dtype():
 def test_substep_grid_refuses_a_step_that_is_not_a_positive_number():
     with pytest.raises(Error, match="step_size must be a positive finite number"):
         simulate_module.substep_grid(torch.linspace(0, 1, 3), float("nan"))
+
+
+@pytest.mark.parametrize("device, words", [
+    ("meta", "run on 'cpu' or 'cuda'"), ("mps", "run on 'cpu' or 'cuda'"),
+    ("banana", "unknown device"),
+])
+def test_sample_refuses_devices_it_cannot_simulate_on(device, words):
+    with pytest.raises(systems.SystemInputError, match=words):
+        systems.sample("pendulum", 2, device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_sample_on_cuda_without_cuda_names_the_fix():
+    with pytest.raises(systems.SystemInputError, match="CUDA is not available here"):
+        systems.sample("pendulum", 2, device="cuda")
