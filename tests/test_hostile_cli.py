@@ -190,3 +190,18 @@ def test_results_lost_on_stdout_are_errors_and_a_gone_reader_exits_quietly(fitte
     reader.stdout.close()  # the reader goes away before the result comes
     err = reader.stderr.read()
     assert reader.wait(timeout=300) == 141 and err == "", err
+
+
+def test_only_models_that_read_fixed_steps_warn_of_another_sampling_rate(fitted_run, user_file,
+                                                                         tmp_path):
+    data = Trajectories.load(user_file)
+    coarse = Trajectories(t=data.t[::2], x=data.x[:, ::2], params=data.params,
+                          param_names=data.param_names, system=data.system)
+    with pytest.warns(UserWarning, match="reads the dynamics sample by sample"):
+        api.load(fitted_run).evaluate(coarse, 5)
+    classical = api.fit(data=user_file, model="classical", context=5, out=tmp_path / "c",
+                        figures=False, progress=False, device="cpu")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        classical.evaluate(coarse, 5)
+    assert not [w for w in said if "sample by sample" in str(w.message)]

@@ -339,22 +339,22 @@ class FittedModel:
         """Warn when the data are sampled at another rate than the training data: WARP reads
         the dynamics step by step (its filters turn by fixed angles per step)."""
         dt = self.info.get("dt")
-        if dt is None or traj.n_times < 2:
+        if dt is None or traj.n_times < 2 or not self.model.reads_fixed_steps:
             return
         gaps = np.diff(np.asarray(traj.t, dtype=np.float64))
         ratio = float(np.median(gaps)) / dt
         if not 1 / SPACING_TOLERANCE <= ratio <= SPACING_TOLERANCE:
             warnings.warn(f"the data are sampled every {ratio * dt:.3g} (median), {ratio:.3g}x "
-                          f"the training data's {dt:.3g}: WARP reads the dynamics step by step, "
-                          f"so its one-pass estimates and rollouts assume the training spacing; "
-                          f"resample the data to it", stacklevel=3)
+                          f"the training data's {dt:.3g}: the model reads the dynamics sample by "
+                          f"sample, so its rollouts (and one-pass estimates) assume the training "
+                          f"spacing; resample the data to it", stacklevel=3)
         elif gaps.max() > SPACING_TOLERANCE * dt or gaps.min() < dt / SPACING_TOLERANCE:
             i = int(np.argmax(np.abs(np.log(gaps / dt))))
             warnings.warn(f"the data's sample spacing is uneven: {gaps[i]:.3g} between samples "
                           f"{i} and {i + 1}, {gaps[i] / dt:.3g}x the training data's {dt:.3g} "
-                          f"(missing samples?): WARP reads the dynamics step by step, so its "
-                          f"one-pass estimates and rollouts assume even steps; resample the data "
-                          f"onto an even grid", stacklevel=3)
+                          f"(missing samples?): the model reads the dynamics sample by sample, so "
+                          f"its rollouts (and one-pass estimates) assume even steps; resample the "
+                          f"data onto an even grid", stacklevel=3)
 
     def _need_params(self, what: str) -> None:
         """Refuse ``what`` (a job on physical parameters) for a model that has none."""

@@ -62,6 +62,10 @@ class Model(nn.Module, abc.ABC):
     #: whether the model estimates physical parameters (``recover_params``; WARP with a physics
     #: root, classical system identification): evaluation then also scores the parameters
     has_params: bool = False
+    #: whether the model reads the dynamics sample by sample, as spaced in its training data
+    #: (evaluation then warns of data sampled otherwise); False for models that integrate
+    #: their equations over each interval as it is (classical system identification)
+    reads_fixed_steps: bool = True
 
     def __init__(self, dim: int):
         super().__init__()

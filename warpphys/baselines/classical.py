@@ -95,6 +95,7 @@ class ClassicalSysID(Baseline):
     """
 
     has_params = True
+    reads_fixed_steps = False  # (its equations are integrated over each interval as it is)
     CACHE_SIZE = 65536
 
     def __init__(self, dim: int, *, system: str, residuals: str = "one-step",
