@@ -205,3 +205,18 @@ def test_only_models_that_read_fixed_steps_warn_of_another_sampling_rate(fitted_
         warnings.simplefilter("always")
         classical.evaluate(coarse, 5)
     assert not [w for w in said if "sample by sample" in str(w.message)]
+
+
+def test_a_run_without_its_model_yet_or_a_study_folder_is_named_for_what_it_is(fitted_run,
+                                                                               tmp_path):
+    import shutil
+    run = tmp_path / "running"
+    shutil.copytree(fitted_run, run)
+    (run / "model.pt").unlink()  # (as while its fit runs: config.json and last.pt only)
+    with pytest.raises(api.RunError, match="no model.pt yet: its fit is still running.*"
+                                           "fit --resume"):
+        api.load(run)
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text("{}")
+    with pytest.raises(api.RunError, match="is a reproduction study, not a run"):
+        api.load(tmp_path / "study")

@@ -26,7 +26,7 @@ from warpphys.errors import RunError
 from warpphys.interface import Model
 from warpphys.limits import check_memory
 from warpphys.registry import CLASS_OF_MODEL, MODEL_CLASSES, MODELS
-from warpphys.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, jsonable
+from warpphys.rundir import CONFIG_FILE, LAST_FILE, METRICS_FILE, MODEL_FILE, jsonable
 
 
 def resolve_device(device: str) -> str:
@@ -727,6 +727,14 @@ class FittedModel:
                            f"that `warpphys fit --out` wrote")
         if not run_dir.is_dir():
             raise RunError(f"run directory {str(run_dir)!r} does not exist")
+        if not (run_dir / MODEL_FILE).exists() and (run_dir / CONFIG_FILE).is_file():
+            unfinished = (f"continue it with `warpphys fit --resume {run_dir}`"
+                          if (run_dir / LAST_FILE).exists() else "fit it again")
+            raise RunError(f"{str(run_dir)!r} holds no {MODEL_FILE} yet: its fit is still "
+                           f"running, or stopped before the end; wait for it, or {unfinished}")
+        if not (run_dir / MODEL_FILE).exists() and (run_dir / "study.json").is_file():
+            raise RunError(f"{str(run_dir)!r} is a reproduction study, not a run: its runs are "
+                           f"in {str(run_dir / 'runs')!r}")
         ckpt = checkpoint.load(run_dir / MODEL_FILE)
         if ckpt.get("kind") != "model":
             raise checkpoint.CheckpointError(f"{run_dir / MODEL_FILE} is not a model checkpoint")
