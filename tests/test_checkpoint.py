@@ -200,8 +200,8 @@ def _training_checkpoint(path: Path, tmp_path: Path) -> str:
 
 
 def _missing(path: Path, tmp_path: Path) -> str:
-    path.unlink()
-    return "no checkpoint"
+    path.unlink()  # (config.json and last.pt stay: as while the fit runs)
+    return "no model.pt yet"
 
 
 DAMAGE = [_truncate, _empty, _foreign_state_dict, _other_version, _incomplete,
