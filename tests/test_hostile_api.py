@@ -235,3 +235,12 @@ def test_unix_times_rounded_in_float32_are_explained():
     with pytest.raises(DataError, match=r"strictly increasing; t\[1\] = 2.0 is followed by "
                                         r"t\[2\] = 2.0$"):
         Trajectories(t=[1.0, 2.0, 2.0, 3.0], x=np.zeros((1, 4, 2)))
+
+
+def test_errors_about_windows_of_one_long_trajectory_say_the_file_was_cut(tmp_path):
+    sim = simulate("pendulum", 1, "train", 0)
+    Trajectories(t=sim.t[:64], x=sim.x[:, :64], system="pendulum").save(tmp_path / "one.npz")
+    with pytest.raises(DataError, match=r"the 1 trajectories of 64 steps in --data are cut "
+                                        r"into windows of 6 steps"):
+        api.fit(data=tmp_path / "one.npz", epochs=1, out=tmp_path / "r", figures=False,
+                progress=False)

@@ -256,11 +256,16 @@ def fit(
             )
         test = test_file
     K = context if context is not None else _default_context(system, train, data)
+    # (a file of one or two trajectories is cut into windows: say so where their length counts)
+    cut = (f" (the {traj_all.n} trajectories of {traj_all.n_times} steps in --data are cut into "
+           f"windows of {train.n_times} steps, to be split into training, validation and test; "
+           f"give at least 3 trajectories to keep them whole)"
+           if traj_all is not None and traj_all.n < 3 else "")
     for what, traj in (("", train), ("--test-data ", test_file)):
         if traj is not None and not 1 <= K < traj.n_times:
             raise DataError(
                 f"--context {K} must be at least 1 and smaller than the sequence length "
-                f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else "")
+                f"T = {traj.n_times}" + (f" of {what}{str(test_data)!r}" if what else cut)
             )
     opts = resolve_options(model, options, epochs)
     source = fresh_source(opts, protocol, train, sys_)  # decided once, kept in config.json
@@ -279,7 +284,7 @@ def fit(
             f"default context, a quarter of them ({K}), must hold at least {MIN_PARAM_CONTEXT} "
             f"steps to read physical parameters; give longer trajectories"
             + (f", or --context {MIN_PARAM_CONTEXT}" if train.n_times > MIN_PARAM_CONTEXT
-               else ""))
+               else "") + cut)
     check_param_context(K, has_params, f"model {model!r}")
     if estimate == "refined" and not has_params:
         raise RunError(f"model {model!r} has no physical parameters, so no refined "
