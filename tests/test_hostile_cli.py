@@ -220,3 +220,13 @@ def test_a_run_without_its_model_yet_or_a_study_folder_is_named_for_what_it_is(f
     (tmp_path / "study" / "study.json").write_text("{}")
     with pytest.raises(api.RunError, match="is a reproduction study, not a run"):
         api.load(tmp_path / "study")
+
+
+def test_a_long_rollout_of_a_black_box_shows_its_progress(fitted_run, user_file, capsys):
+    fitted = api.load(fitted_run)
+    one = Trajectories.load(user_file).subset(slice(0, 1))
+    fitted.predict(one, 5, 100)  # short: no bar
+    assert "rollout" not in capsys.readouterr().err
+    x = fitted.predict(one, 5, 10_000)
+    assert x.shape == (1, 10_005, 2)
+    assert "rollout" in capsys.readouterr().err  # (tqdm's bar, on stderr)

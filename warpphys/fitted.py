@@ -7,20 +7,17 @@ import json
 import math
 import numbers
 import os
-import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import systems
 import warpphys.baselines  # noqa: F401  (registers the baselines in warpphys.registry)
-from warpphys import checkpoint, metrics, rundir
+from warpphys import checkpoint, metrics, progress, rundir
 from warpphys.data import DataError, Trajectories, check_system, validate
 from warpphys.errors import RunError
 from warpphys.interface import Model
@@ -442,13 +439,15 @@ class FittedModel:
         t = relative_times(extend_times(traj.t, K + H), torch.float32, self.device)
         outs, thetas = [], []
         self.model.eval()
-        for i in range(0, traj.n, batch_size):
-            xb = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float32,
-                                 device=self.device)
-            pred, theta = self.model.rollout(xb, t, K, keep_theta=keep_theta)
-            outs.append(pred.double().cpu().numpy())
-            if keep_theta:
-                thetas.append(theta.cpu().numpy())
+        batches = -(-traj.n // batch_size)
+        with progress.bar(batches * (K + H - 1), "rollout"):  # (ticked by the model's steps)
+            for i in range(0, traj.n, batch_size):
+                xb = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float32,
+                                     device=self.device)
+                pred, theta = self.model.rollout(xb, t, K, keep_theta=keep_theta)
+                outs.append(pred.double().cpu().numpy())
+                if keep_theta:
+                    thetas.append(theta.cpu().numpy())
         x_hat = np.concatenate(outs)
         x_hat[:, :K] = traj.x[:, :K]
         return (x_hat, np.concatenate(thetas)) if keep_theta else x_hat
@@ -583,9 +582,9 @@ class FittedModel:
 
         t = relative_times(extend_times(traj.t, K + H), torch.float64, self.device)
         est, state, theta = refined
-        with _progress(H, "refined rollout") as bar:
+        with progress.bar(H, "refined rollout"):
             rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta,
-                               on_step=None if bar is None else bar.update)
+                               on_step=progress.tick)
         context = torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)
         return torch.cat([context, rollout[:, 1:]], 1).cpu().numpy()
 
@@ -832,25 +831,6 @@ def _numbers_problem(config, total: int, key: str = "") -> str | None:
         if problem:
             return problem
     return None
-
-
-#: rollouts of at least this many steps show a progress bar (on stderr): one physics step of a
-#: batch takes a few milliseconds, so they run for minutes
-PROGRESS_STEPS = 10_000
-
-
-@contextmanager
-def _progress(steps: int, what: str):
-    """A tqdm bar over ``steps`` steps of ``what`` when they are at least PROGRESS_STEPS, else
-    None; closed on leaving."""
-    if steps < PROGRESS_STEPS or sys.stderr is None:  # (no stderr: started with 2>&-)
-        yield None
-        return
-    bar = tqdm(total=steps, desc=what, unit="step", leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 def _check_refined(refined, n: int) -> tuple:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from warpphys import fused
+from warpphys import fused, progress
 from warpphys.interface import Model, Normalizer, Output  # noqa: F401  (Normalizer re-exported)
 from warpphys.roots import Root, build_root
 
@@ -413,6 +413,7 @@ class WARP(Model):
         frozen = None
         step = self.transition.stepper(self.B, T - 2, fast=self.fast_recurrence)
         for s in range(T - 1):
+            progress.tick()  # (a long rollout's bar, when one is open)
             kw = {}
             if self.freeze_params and s >= context - 1:  # predicting past the context
                 if frozen is None:

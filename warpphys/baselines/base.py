@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from warpphys import progress
 from warpphys.interface import Model, Output
 
 
@@ -116,7 +117,9 @@ class StepBaseline(Baseline):
             if p_forcing > 0:
                 force = self.forcing_mask(B, T, p_forcing, generator, xn.device)
             steps = []
+            progress.tick(P)
             for s in range(P, T - 1):
+                progress.tick()  # (a long rollout's bar, when one is open)
                 x_in = mean if force is None else torch.where(force[:, s, None], xs[s], mean)
                 d, state, h = self.sequence(x_in[:, None], tau[s + 1:s + 2], state)
                 mean = x_in + d[:, 0]
