@@ -319,8 +319,8 @@ def test_plots_draw_several_predictions_with_a_legend_entry_each():
     fig = plots.plot_param_recovery(np.array([[1.0], [2.0]]),
                                     {"amortised": np.array([[1.5], [2.0]]),
                                      "refined": np.array([[1.0], [2.2]])}, names=["k"])
-    title = fig.axes[0].get_title()
-    assert "amortised 25.0%" in title and "refined 5.0%" in title
+    said = fig.axes[0].get_title() + " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "amortised 25.0%" in said and "refined 5.0%" in said
 
 
 def test_a_context_of_one_step_is_refused_for_physics_models(phys_run, user_file, tmp_path):

@@ -644,6 +644,10 @@ def plot_param_recovery(
     nrows, ncols = _grid_shape(p, 4)
     fig, axes = _new_figure(nrows, ncols, panel=(3.0, 3.0))
     colors = ["tab:blue", "tab:orange", "tab:green"]
+    # in the panels, labels without the model's name that they all share ("warp-phys: ...")
+    heads = {k.split(": ", 1)[0] if ": " in k else None for k in ests}
+    short = {k: k.split(": ", 1)[1] if len(heads) == 1 and None not in heads else k
+             for k in ests}
     for j, ax in enumerate(axes.flat[:p]):
         a = true[:, j]
         for k, (label, v) in enumerate(ests.items()):
@@ -676,13 +680,18 @@ def plot_param_recovery(
                    if ok.any() else None)
             text = ("no finite estimates" if not ok.any() else f"{err:.1%}" if err is not None
                     else f"|est| {np.median(np.abs(v[ok, j])):.2g}")
-            parts.append((f"{label} " if label else "") + text)
+            parts.append((f"{short[label]} " if label else "") + text)
         what = "true value 0, median" if zero else "median rel. error"
         if zero:  # tiny estimates: each tick its own exponent (a shared one meets the title)
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(FormatStrFormatter("%.2g"))
-        ax.set_title(f"{names[j]}: {what}" + ("\n" if several else " ")
-                     + "\n".join(parts), fontsize="medium")
+        if several:  # one line of title; the estimates' errors in the empty upper-left corner
+            ax.set_title(f"{names[j]}: {what}", fontsize="medium")
+            ax.text(0.03, 0.97, "\n".join(parts), transform=ax.transAxes, va="top",
+                    ha="left", fontsize="x-small",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        else:
+            ax.set_title(f"{names[j]}: {what} {parts[0]}", fontsize="medium")
         ax.set_xlabel(f"true {names[j]}")
         ax.set_ylabel(f"recovered {names[j]}")
     _hide_unused(axes, p)
@@ -790,15 +799,18 @@ def _draw_bars(ax, table, metric: str, reference: Mapping[str, float], reference
         ax.legend(frameon=False, fontsize="small", loc="best")
     if log:
         ax.set_yscale("log")
-    for x0, v, e, ok in zip(pos, vals, err, finite, strict=True):
+    for m, x0, v, e, ok in zip(models, pos, vals, err, finite, strict=True):
         if ok:  # printed above the error bar, so the two never overlap
             ax.annotate(f"{v:.3g}", (x0, v + e), xytext=(0, 3), textcoords="offset points",
                         ha="center", va="bottom", fontsize="small")
-        else:
-            ax.text(x0, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center",
-                    color="0.4", fontsize="small")
-    ax.set_xticks(pos, models, rotation=30 if len(models) > 4 else 0,
-                  ha="right" if len(models) > 4 else "center")
+        else:  # (None: the metric does not apply; NaN or infinite: the rollouts diverged)
+            ax.text(x0, 0.02, "n/a" if table[m].get(metric) is None else "diverged",
+                    transform=ax.get_xaxis_transform(), ha="center", color="0.4",
+                    fontsize="small")
+    # labels side by side while they fit under their bars (about 0.075 inch a character)
+    slot = ax.get_position().width * ax.figure.get_figwidth() / max(len(models), 1)
+    tilt = len(models) > 4 or max(len(m) for m in models) * 0.075 > 0.9 * slot
+    ax.set_xticks(pos, models, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(metric)
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.set_axisbelow(True)
