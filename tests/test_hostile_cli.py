@@ -230,3 +230,14 @@ def test_a_long_rollout_of_a_black_box_shows_its_progress(fitted_run, user_file,
     x = fitted.predict(one, 5, 10_000)
     assert x.shape == (1, 10_005, 2)
     assert "rollout" in capsys.readouterr().err  # (tqdm's bar, on stderr)
+
+
+def test_a_diverged_rollout_has_no_valid_prediction_time():
+    t = np.linspace(0, 1, 20)
+    x = np.stack([np.sin(6 * t), np.cos(6 * t)], -1)[None].repeat(3, 0)
+    x_hat = x.copy()
+    x_hat[:, 5:] = np.nan  # every rollout diverged right after the context
+    m = metrics.rollout_metrics(x, x_hat, t, 5, window=1.0, state_std=np.ones(2))
+    assert m["valid_prediction_time"] == pytest.approx(t[5] - t[4])  # (its first step)
+    exact = metrics.rollout_metrics(x, x.copy(), t, 5, window=1.0, state_std=np.ones(2))
+    assert exact["valid_prediction_time"] == pytest.approx(t[-1] - t[4])

@@ -221,7 +221,7 @@ def rollout_metrics(
     # valid prediction time: time after the context until the normalised error passes a threshold
     nerr = np.sqrt((((x_hat - x) / state_std) ** 2).mean(-1))[:, scored]  # (N, H)
     t_roll = t[scored] - t[context - 1]
-    passed = nerr > VPT_THRESHOLD
+    passed = ~(nerr <= VPT_THRESHOLD)  # (a NaN or infinite error is no valid prediction)
     first = np.where(passed.any(1), passed.argmax(1), passed.shape[1])
     vpt = np.where(first < len(t_roll), t_roll[np.minimum(first, len(t_roll) - 1)], t_roll[-1])
     m["valid_prediction_time"] = float(np.median(vpt))
