@@ -173,18 +173,18 @@ def test_reading_back_a_prediction_file_warns_of_nothing(spring_run, user_file, 
 
 
 def test_estimates_far_outside_the_training_ranges_point_to_the_units(spring_run, user_file):
-    """Times in milliseconds instead of seconds: k/m fitted a million times smaller, which used
+    """Times in kiloseconds instead of seconds: k/m fitted a million times larger, which used
     to be scored without a word about units."""
     fitted = api.load(spring_run)
     traj = Trajectories.load(user_file)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the data as trained: no warning
         fitted.evaluate(traj, 5)
-    ms = Trajectories(t=traj.t * 1000, x=traj.x, params=traj.params,
+    ks = Trajectories(t=traj.t / 1000, x=traj.x, params=traj.params,
                       param_names=traj.param_names)
     with pytest.warns(UserWarning, match=r"refined [kc]/m of \d+ of 12 trajectories lies more "
                                          r"than 10x outside the training range.*units"):
-        fitted.evaluate(ms, 5)
+        fitted.evaluate(ks, 5)
 
 
 def test_resume_refuses_a_data_file_replaced_since_and_finds_one_named_relatively(
@@ -244,3 +244,14 @@ def test_errors_about_windows_of_one_long_trajectory_say_the_file_was_cut(tmp_pa
                                         r"into windows of 6 steps"):
         api.fit(data=tmp_path / "one.npz", epochs=1, out=tmp_path / "r", figures=False,
                 progress=False)
+
+
+def test_undamped_data_are_not_taken_for_data_in_other_units(spring_run, tmp_path):
+    fitted = api.load(spring_run)
+    undamped = simulate("spring_mass", 6, "train", 3, ranges={"c": (0.0, 0.0)})
+    short = Trajectories(t=undamped.t[:20], x=undamped.x[:, :20], params=undamped.params,
+                         param_names=undamped.param_names, system="spring_mass")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fitted.evaluate(short, 5)
+    assert not [w for w in said if "units" in str(w.message)]

@@ -23,10 +23,10 @@ def _noisy_fit(root_cls, system: str, n: int, K: int, noise: float, **kw):
     root.set_scales(params.numpy())
     sys_ = systems.get_system(system)
     start = params * (1 + 0.05 * torch.randn(params.shape, generator=g, dtype=torch.float64))
-    est, _, cov = refine_context(root, noisy[:, :K], t[:K], start.abs(), scale=std,
-                                 covariance=True)
+    est, _, cov, free = refine_context(root, noisy[:, :K], t[:K], start.abs(), scale=std,
+                                       covariance=True)
     h = 1e-6 * (est.abs() + 1e-3 * root.log_scale.exp())
-    sd = combination_std(sys_.identifiable, est, cov, h)
+    sd = combination_std(sys_.identifiable, est, cov, h, free)
     return sys_.identifiable(est), sd, sys_.identifiable(params)
 
 
@@ -92,3 +92,17 @@ def phys_run_id(tmp_path_factory, user_file):
                      "--width", "4", "--batch-size", "8", "--no-figures", "--quiet",
                      "--device", "cpu", "--data", str(user_file), "--out", str(out)]) == 0
     return out
+
+
+def test_contexts_that_determine_nothing_get_infinite_errors_and_a_warning(phys_run_id,
+                                                                           user_file):
+    fitted = api.load(phys_run_id)
+    noisy = add_noise(Trajectories.load(user_file), 0.01, seed=1)
+    with pytest.warns(UserWarning, match="do not determine all of k/m, c/m"):
+        short = fitted.identify(noisy, 2)  # 2 steps of 2 states: 4 numbers, 4 unknowns
+    assert np.isinf(short.std).all()
+    rest = Trajectories(t=noisy.t, x=np.zeros_like(noisy.x), system="spring_mass")
+    with pytest.warns(UserWarning, match="no motion"):
+        assert np.isinf(fitted.identify(rest, 5).std).all()
+    whole = fitted.identify(noisy, noisy.n_times)  # the whole file as the context
+    assert np.isfinite(whole.std).all() and (whole.std > 0).all()

@@ -517,12 +517,16 @@ class FittedModel:
         if sys_ is None or len(params) == 0:
             return
         ident = np.abs(sys_.identifiable(params).cpu().numpy())
+        # combinations that are 0 when the parameters allowed to be 0 are (no damping)
+        typical = self.model.root.log_scale.exp().double().cpu()
+        zeroed = typical * torch.tensor([float(p.strict) for p in sys_.params]).double()
+        may_vanish = sys_.identifiable(zeroed[None]).numpy()[0] == 0
         for j, name in enumerate(sys_.identifiable_names):
             lo, hi = ranges.get(name) or (0.0, 0.0)
             if not hi > 0:
                 continue
             far = ident[:, j] > FAR_FACTOR * hi
-            if lo > 0.05 * hi:  # (not a range reaching near zero, a damping's: 0 is in reach)
+            if not may_vanish[j]:
                 far |= ident[:, j] < lo / FAR_FACTOR
             if far.mean() > 0.5:
                 warnings.warn(
@@ -545,17 +549,25 @@ class FittedModel:
         the whole context (Gauss-Newton, the noise level estimated from the fit's own residuals):
         about the spread of the estimates over repeated observation noise, when the model's
         physics is the data's. They do not cover a wrong model, and on noise-free data they are
-        as small as the fit's rounding."""
+        as small as the fit's rounding. Where a context does not determine a combination (too
+        few steps for the unknowns, or a system at rest), its standard error is infinite, and
+        said in a warning. The context may be the whole file."""
         from warpphys.refine import combination_std
 
         self._need_params("identify")
-        K = self._context(traj, context)
-        amortised, refined, _, _, cov = self._refine(traj, K, _iterations(iterations),
-                                                     covariance=True)
+        K = self._context(traj, context, whole=True)
+        amortised, refined, _, _, cov, free = self._refine(traj, K, _iterations(iterations),
+                                                           covariance=True)
         sys_ = self.system
         typical = self.model.root.log_scale.exp().to(refined)
         std = combination_std(sys_.identifiable, refined, cov,
-                              1e-6 * (refined.abs() + 1e-3 * typical))
+                              1e-6 * (refined.abs() + 1e-3 * typical), free)
+        unknown = ~torch.isfinite(std).all(1)
+        if unknown.any():
+            warnings.warn(f"the contexts of {int(unknown.sum())} of {len(std)} trajectories do "
+                          f"not determine all of {', '.join(sys_.identifiable_names)} (too few "
+                          f"steps for the unknowns, or no motion): their standard errors are "
+                          f"infinite; give longer contexts", stacklevel=2)
         return Identified(names=tuple(sys_.identifiable_names),
                           refined=sys_.identifiable(refined).cpu().numpy(),
                           std=std.cpu().numpy(),

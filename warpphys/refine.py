@@ -120,7 +120,8 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     context state (B, d), from which a rollout should start (the observed one carries the
     observation noise). ``shooting_iterations=0`` skips the second stage (the last state is then
     the observed one). With ``covariance``, also the parameters' covariance (B, p, p) of this
-    least-squares fit (:func:`_covariance`), from the second stage (which is then required).
+    least-squares fit and the directions it leaves free (B, p, p + d) (:func:`_covariance`),
+    from the second stage (which is then required).
     """
     params = refine_params(root, x, t, params, theta=theta, iterations=iterations,
                            damping=damping, eps=eps, scale=scale)
@@ -152,17 +153,19 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     typical = root.log_scale.exp().to(u) if hasattr(root, "log_scale") else 1.0
     h = torch.cat([1e-6 * (u[:, :p].abs() + 1e-3 * typical), 1e-6 * torch.ones_like(u[:, p:])],
                   1)
-    cov = _covariance(lambda u: misfit(u[:, :p], u[:, p:]), u, h)
-    return u[:, :p], sim[:, -1], cov[:, :p, :p]
+    cov, free = _covariance(lambda u: misfit(u[:, :p], u[:, p:]), u, h)
+    return u[:, :p], sim[:, -1], cov[:, :p, :p], free[:, :p]
 
 
-def _covariance(residuals, u, h, rtol: float = 1e-9) -> torch.Tensor:
+def _covariance(residuals, u, h, rtol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
     """Covariance (B, q, q) of least-squares estimates ``u (B, q)`` (at the minimum of
     ``residuals``), Gauss-Newton: s^2 (J^T J)^+, with s^2 the residuals' mean square over their
     degrees of freedom (observations less determined directions), i.e. the observation noise
-    estimated from the fit itself. Directions the residuals do not determine (a spring-mass's
-    common scale of m, k and c) are left out by the pseudo-inverse, so combinations that the
-    data do determine (k/m) get their variance, and the others none."""
+    estimated from the fit itself (infinite without a degree of freedom left). Directions the
+    residuals do not determine are left out by the pseudo-inverse, and returned as the columns
+    of ``free (B, q, q)`` (zero columns for the determined ones): combinations that do not change
+    along them (k/m along a spring-mass's common scale of m, k and c) get their variance; the
+    others are not determined at all (:func:`combination_std`)."""
     J = _jacobian(residuals, u, h)  # (B, R, q)
     r = residuals(u)
     norm = J.norm(dim=1).clamp_min(1e-300)  # (B, q): columns of comparable size
@@ -171,9 +174,10 @@ def _covariance(residuals, u, h, rtol: float = 1e-9) -> torch.Tensor:
     keep = evals > rtol * evals[:, -1:].clamp_min(1e-300)
     inv_evals = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
     pinv = (evecs * inv_evals[:, None, :]) @ evecs.transpose(1, 2)
-    dof = (r.shape[1] - keep.sum(1)).clamp_min(1)
-    s2 = (r**2).sum(1) / dof
-    return s2[:, None, None] * pinv / (norm[:, :, None] * norm[:, None, :])
+    dof = r.shape[1] - keep.sum(1)
+    s2 = torch.where(dof > 0, (r**2).sum(1) / dof.clamp_min(1), torch.inf)
+    free = evecs * (~keep)[:, None, :] / norm[:, :, None]  # (back in u's units)
+    return s2[:, None, None] * pinv / (norm[:, :, None] * norm[:, None, :]), free
 
 
 @torch.no_grad()
@@ -204,9 +208,18 @@ def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, 
                eps).exp()
 
 
-def combination_std(fn, params: torch.Tensor, cov: torch.Tensor, h) -> torch.Tensor:
+def combination_std(fn, params: torch.Tensor, cov: torch.Tensor, h,
+                    free: torch.Tensor | None = None) -> torch.Tensor:
     """Standard errors (B, q) of combinations ``fn(params) -> (B, q)`` of parameters
     ``params (B, p)`` with covariance ``cov (B, p, p)`` (delta method: the central-difference
-    gradient of ``fn``, step ``h``, which ``fn`` must take stacked as :func:`_jacobian` does)."""
+    gradient of ``fn``, step ``h``, which ``fn`` must take stacked as :func:`_jacobian` does).
+    ``free (B, p, k)``: directions the fit left undetermined; a combination that changes along
+    one of them is not determined, and its standard error is infinite."""
     G = _jacobian(fn, params, h)  # (B, q, p)
-    return torch.einsum("bip,bpr,bir->bi", G, cov, G).clamp_min(0).sqrt()
+    std = torch.einsum("bip,bpr,bir->bi", G, cov, G).clamp_min(0).sqrt()
+    std = torch.nan_to_num(std, nan=torch.inf)  # (no degree of freedom left: inf times 0)
+    if free is not None:
+        moves = torch.einsum("bip,bpk->bik", G, free).abs()
+        scale = G.norm(dim=2, keepdim=True) * free.norm(dim=1, keepdim=True)
+        std = torch.where((moves > 1e-6 * scale).any(-1), torch.inf, std)
+    return std
