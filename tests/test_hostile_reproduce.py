@@ -282,3 +282,16 @@ def test_a_study_with_a_replaced_test_file_stops_in_one_line(tmp_path, no_fits, 
     line = _one_error_line(capsys, rc)
     assert "does not belong to this study" in line and "'pendulum'" in line
     assert no_fits == []  # refused before any run is fitted or scored
+
+
+def test_a_diverged_seed_is_not_averaged_away():
+    """A seed whose rollouts diverged (NaN) used to be left out of the mean, so that the model
+    looked as good as its other seeds."""
+    rows = [{"model": "warp", "estimate": None, "seed": 0, "test_mse": float("nan")},
+            {"model": "warp", "estimate": None, "seed": 1, "test_mse": 0.5},
+            {"model": "gru", "estimate": None, "seed": 0, "test_mse": 0.7},
+            {"model": "gru", "estimate": None, "seed": 1, "test_mse": 0.9}]
+    table = reproduce.summarize(rows, ["warp", "gru"])
+    assert table["warp"]["test_mse"] == float("inf")
+    assert table["gru"]["test_mse"] == pytest.approx(0.8)
+    assert table["warp"]["ood_mse"] is None  # (absent: does not apply, not diverged)

@@ -518,9 +518,8 @@ class FittedModel:
             return
         ident = np.abs(sys_.identifiable(params).cpu().numpy())
         # combinations that are 0 when the parameters allowed to be 0 are (no damping)
-        typical = self.model.root.log_scale.exp().double().cpu()
-        zeroed = typical * torch.tensor([float(p.strict) for p in sys_.params]).double()
-        may_vanish = sys_.identifiable(zeroed[None]).numpy()[0] == 0
+        zeroed = torch.tensor([[float(p.strict) for p in sys_.params]], dtype=torch.float64)
+        may_vanish = sys_.identifiable(zeroed).numpy()[0] == 0
         for j, name in enumerate(sys_.identifiable_names):
             lo, hi = ranges.get(name) or (0.0, 0.0)
             if not hi > 0:
@@ -559,7 +558,7 @@ class FittedModel:
         amortised, refined, _, _, cov, free = self._refine(traj, K, _iterations(iterations),
                                                            covariance=True)
         sys_ = self.system
-        typical = self.model.root.log_scale.exp().to(refined)
+        typical = refined.abs().amax(1, keepdim=True)  # (a floor of the steps, for zeros)
         std = combination_std(sys_.identifiable, refined, cov,
                               1e-6 * (refined.abs() + 1e-3 * typical), free)
         unknown = ~torch.isfinite(std).all(1)

@@ -150,7 +150,8 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     if not covariance:
         return z[:, :p].exp(), sim[:, -1]
     u = torch.cat([z[:, :p].exp(), z[:, p:]], 1)  # natural units: a damping may be near 0
-    typical = root.log_scale.exp().to(u) if hasattr(root, "log_scale") else 1.0
+    # (a floor of the differences' steps, for parameters at 0: the trajectory's largest one's)
+    typical = u[:, :p].abs().amax(1, keepdim=True)
     h = torch.cat([1e-6 * (u[:, :p].abs() + 1e-3 * typical), 1e-6 * torch.ones_like(u[:, p:])],
                   1)
     cov, free = _covariance(lambda u: misfit(u[:, :p], u[:, p:]), u, h)

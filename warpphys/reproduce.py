@@ -294,6 +294,9 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
     if finished and score_file.exists():
         try:
             saved = rundir.read_json(score_file)
+            if isinstance(saved, dict) and isinstance(saved.get("rows"), list):
+                saved["rows"] = [{k: math.inf if v == DIVERGED else v for k, v in row.items()}
+                                 if isinstance(row, dict) else row for row in saved["rows"]]
             problem = score_problem(saved, model, seed)
         except (OSError, ValueError) as e:  # damaged (e.g. cut short)
             problem = f"it cannot be read as JSON ({e})"
@@ -322,10 +325,14 @@ def run_one(model: str, seed: int, *, study: str, scale: Scale, noise: float,
         log(f"{label(row)} seed {seed}: test_mse {_fmt(row['test_mse'])} "
             f"({_fmt(row.get('test_mse_minmax'))} in the paper's units), fit "
             f"{row['fit_seconds']:.1f} s, inference {row['inference_seconds']:.2f} s")
-    write_text(json.dumps({"rows": rows}, indent=2) + "\n", score_file)
+    # strict JSON: a diverged metric (NaN or infinite) is written as the word "diverged"
+    rundir.write_json({"rows": [{k: DIVERGED if isinstance(v, float) and not math.isfinite(v)
+                                 else v for k, v in row.items()} for row in rows]}, score_file)
     return rows
 
 
+#: how score.json writes a metric of rollouts that diverged (strict JSON has no NaN or inf)
+DIVERGED = "diverged"
 _NUMBER, _WHOLE = (int, float), int
 _TYPE_WORDS = {_NUMBER: "a number", _WHOLE: "a whole number", str: "text"}
 #: each key of a results row (:func:`_row`): (its type in ``score.json``, whether null is written)
@@ -397,16 +404,19 @@ def summarize(rows: list[dict], models: list[str]) -> dict:
 
 
 def _entry(group: list[dict]) -> dict:
-    """Mean and std over seeds of every :data:`SUMMARY` key of ``group``'s rows."""
+    """Mean and std over seeds of every :data:`SUMMARY` key of ``group``'s rows (over the seeds
+    that have it; infinite when a seed's rollouts diverged, so that no mean hides it)."""
     entry = {"seeds": len(group), "model": group[0]["model"],
              "estimate": group[0].get("estimate")}
     for key in SUMMARY:
-        vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in group])
-        if np.isnan(vals).all():
+        vals = np.array([float(r[key]) for r in group if r.get(key) is not None])
+        if not vals.size:  # (the metric does not apply)
             entry[key] = entry[key + "_std"] = None
-            continue
-        entry[key] = float(np.nanmean(vals))
-        entry[key + "_std"] = float(np.nanstd(vals)) if len(vals) > 1 else None
+        elif not np.isfinite(vals).all():  # a seed diverged: no mean hides it
+            entry[key], entry[key + "_std"] = math.inf, None
+        else:
+            entry[key] = float(vals.mean())
+            entry[key + "_std"] = float(vals.std()) if len(vals) > 1 else None
     return entry
 
 
@@ -441,6 +451,8 @@ def results_markdown(table: dict, *, study: str, scale_name: str, scale: Scale, 
         v, s = entry.get(key), entry.get(key + "_std")
         if v is None:
             return "n/a"
+        if not math.isfinite(v):
+            return DIVERGED
         if key == "n_params":
             return _fmt(int(round(v)))
         return _fmt(v, digits) + ("" if s is None else f" ± {_fmt(s, 2)}")
