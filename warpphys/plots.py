@@ -744,7 +744,8 @@ def plot_comparison_bars(table: Mapping[str, Mapping[str, float]], metric: str |
 
     Args:
         table: {model: {metric: value, metric + "_std": spread (optional), ...}}; a model
-            without the metric (or with None/NaN) gets an "n/a" label instead of a bar.
+            without the metric (or with None/NaN) gets an "n/a" label instead of a bar, one
+            with an infinite value (rollouts that diverged) a "diverged" label.
         metric: the key to plot, or several keys: one panel each, side by side (e.g. an MSE in
             two units).
         path, close: save to this file, then close.
@@ -803,8 +804,8 @@ def _draw_bars(ax, table, metric: str, reference: Mapping[str, float], reference
         if ok:  # printed above the error bar, so the two never overlap
             ax.annotate(f"{v:.3g}", (x0, v + e), xytext=(0, 3), textcoords="offset points",
                         ha="center", va="bottom", fontsize="small")
-        else:  # (None: the metric does not apply; NaN or infinite: the rollouts diverged)
-            ax.text(x0, 0.02, "n/a" if table[m].get(metric) is None else "diverged",
+        else:  # (None or NaN: the metric does not apply; infinite: the rollouts diverged)
+            ax.text(x0, 0.02, "diverged" if np.isinf(value(m, metric)) else "n/a",
                     transform=ax.get_xaxis_transform(), ha="center", color="0.4",
                     fontsize="small")
     # labels side by side while they fit under their bars (about 0.075 inch a character)
