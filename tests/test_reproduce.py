@@ -160,6 +160,13 @@ def test_reproduce_cli_runs_a_subset_of_models(tmp_path, capsys):
     with open(tmp_path / "p" / "results.csv") as fh:
         row = next(csv.DictReader(fh))
     assert row["extrapolation_mse"] != ""  # pendulum tests run past the training window
+    # a second call with other models tabulates those, and says which runs it leaves out
+    rc = cli.main(["reproduce", "--study", "pendulum", "--scale", "tiny", "--seeds", "1",
+                   "--models", "warp", "--device", "cpu", "--quiet", "--out",
+                   str(tmp_path / "p")])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "1 finished runs in" in err and "classical-seed0" in err
 
 
 # -- observation noise ---------------------------------------------------------------------------

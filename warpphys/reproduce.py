@@ -665,6 +665,15 @@ def run_study(*, study: str, out: str | os.PathLike, scale: str = "small", seeds
             rows.extend(run_one(model, seed, study=study, scale=sc, noise=noise, paths=paths,
                                 run_dir=run_dir, device=device, log=log))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    asked = {f"{m}-seed{s}" for m in models for s in range(seeds)}
+    others = sorted(p.name for p in (out / "runs").iterdir()
+                    if p.is_dir() and p.name not in asked and (p / api.MODEL_FILE).exists())
+    if others:  # runs of an earlier call with other --models or --seeds: not in this table
+        warnings.warn(f"the results cover --models {','.join(models)} and --seeds {seeds} "
+                      f"only; {len(others)} finished runs in {str(out / 'runs')!r} are left "
+                      f"out ({', '.join(others[:4])}{' ...' if len(others) > 4 else ''}): "
+                      f"name their models and seeds too to tabulate them together",
+                      stacklevel=2)
     table = summarize(rows, models)
     test = Trajectories.load(out / "data" / "seed0" / "test.npz")
     train_info = _run_config(out / "runs" / f"{models[0]}-seed0")
