@@ -241,3 +241,25 @@ def test_a_diverged_rollout_has_no_valid_prediction_time():
     assert m["valid_prediction_time"] == pytest.approx(t[5] - t[4])  # (its first step)
     exact = metrics.rollout_metrics(x, x.copy(), t, 5, window=1.0, state_std=np.ones(2))
     assert exact["valid_prediction_time"] == pytest.approx(t[-1] - t[4])
+
+
+def test_compare_checks_its_columns_context_and_knows_which_way_is_better(fitted_run,
+                                                                          user_file):
+    from warpphys import report
+    test = Trajectories.load(user_file)
+    fitted = api.load(fitted_run)
+    c = report.compare({"warp": fitted}, test, columns="test_mse", n_show=1)
+    assert c.columns == ["test_mse"]
+    for bad in (["test_mse", "bogus"], ["tset_mse"]):
+        with pytest.raises(ValueError, match="unknown metric columns"):
+            report.compare({"warp": fitted}, test, columns=bad)
+    for context in (5.7, "5", True):
+        with pytest.raises(ValueError, match="whole number of steps"):
+            report.compare({"warp": fitted}, test, context=context)
+    rows = [{"name": "a", "default": True, "valid_prediction_time": 0.1, "test_mse": 1.0},
+            {"name": "b", "default": True, "valid_prediction_time": 0.9, "test_mse": 2.0}]
+    table = report.Comparison(rows=rows, columns=["test_mse"], figures={}, forecasts={})
+    assert table.best("valid_prediction_time")["name"] == "b"  # (longer is better)
+    assert table.best("test_mse")["name"] == "a"
+    with pytest.raises(ValueError, match="among must be"):
+        table.best(among="bogus")

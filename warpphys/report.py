@@ -5,6 +5,7 @@ trajectories (:func:`compare`, the notebooks' one helper)."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ def _labeller(fitted):
 
 # -- comparing models -----------------------------------------------------------------------------
 #: what each estimate is, for legends and tables
+#: metrics (and their twins) for which more is better; for the others less is
+HIGHER_IS_BETTER = ("valid_prediction_time",)
+
 ESTIMATE_WORDS = {"amortised": "amortised (one pass)", "refined": "refined on the context"}
 
 
@@ -147,14 +151,18 @@ class Comparison:
         return [r for r in self.rows if r["default"]]
 
     def best(self, key: str = "test_mse", *, among: str = "defaults") -> dict:
-        """The row with the lowest finite ``key``, among each model's default estimate
-        (``among="defaults"``) or all rows (``"all"``). Raises ValueError if no row has a
-        finite value."""
+        """The row with the best finite ``key`` (the lowest; the highest for
+        :data:`HIGHER_IS_BETTER` keys, such as the valid prediction time), among each model's
+        default estimate (``among="defaults"``) or all rows (``"all"``). Raises ValueError if
+        no row has a finite value."""
+        if among not in ("defaults", "all"):
+            raise ValueError(f"among must be 'defaults' or 'all', got {among!r}")
         rows = self.defaults() if among == "defaults" else self.rows
         scored = [r for r in rows if _finite(r.get(key))]
         if not scored:
             raise ValueError(f"no row has a finite {key!r}")
-        return min(scored, key=lambda r: r[key])
+        pick = max if key.startswith(HIGHER_IS_BETTER) else min
+        return pick(scored, key=lambda r: r[key])
 
     def to_markdown(self, columns: Sequence[str] | None = None, digits: int = 3) -> str:
         """The table as markdown: one line per row, ``columns`` (default :attr:`columns`, only
@@ -262,11 +270,20 @@ def compare(
             raise ValueError(f"the models were trained with different contexts {contexts}; "
                              "pass context=K to feed them all the same steps")
         context = first.context
+    if isinstance(context, bool) or not isinstance(context, numbers.Integral):
+        raise ValueError(f"context must be a whole number of steps, got {context!r}")
     K = int(context)
     if not 1 <= K < test.n_times:
         raise ValueError(f"context {K} must be at least 1 and below the test length "
                          f"T = {test.n_times}")
-    cols = list(columns or default_columns())
+    cols = [columns] if isinstance(columns, str) else list(columns or default_columns())
+    known = {m.key for m in metrics.METRICS}
+    unknown = [c for c in cols if not isinstance(c, str) or (
+        c.removesuffix("_minmax").removesuffix("_per_param") not in known
+        and c not in ("n_ood", "n_trajectories", "horizon", "vpt_threshold"))]
+    if unknown:  # (a typo would be an empty column)
+        raise ValueError(f"unknown metric columns {unknown}; choose among "
+                         f"{', '.join(sorted(known))} (and their *_minmax twins)")
     rows, per_row, forecasts, rollouts = [], {}, {}, {}
     for name, fitted in named.items():
         fc = fitted.forecasts(test, K)
