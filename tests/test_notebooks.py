@@ -49,6 +49,17 @@ def test_notebook_reads_its_settings_from_the_environment(path):
     assert "WARPPHYS_NOTEBOOK_SCALE" in code[0], f"{path.name}: first code cell must read it"
 
 
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "reconstruction" in p.name],
+                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("seed", ["x", "1.5", "-1", ""])
+def test_a_bad_seed_in_the_environment_is_named(path, seed, monkeypatch):
+    nb = json.loads(path.read_text())
+    first = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    monkeypatch.setenv("WARPPHYS_NOTEBOOK_SEED", seed)
+    with pytest.raises(ValueError, match="WARPPHYS_NOTEBOOK_SEED must be a whole number"):
+        exec(first, {})
+
+
 def _kernel_manager():
     """A kernel manager for this interpreter's ipykernel ("python3" resolved to sys.executable),
     ignoring any installed kernelspecs, so that nothing has to be registered."""
