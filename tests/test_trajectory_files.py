@@ -107,7 +107,6 @@ def test_save_refuses_a_name_without_npz(tmp_path):
         ({"x": np.full((3, 5, 2), np.inf)}, "'x' contains NaN or infinite"),
         ({"params": np.ones((2, 3))}, "'params' must have shape \\(N, p\\) with N = 3"),
         ({"params": np.ones(3)}, "'params' must have shape \\(N, p\\)"),
-        ({"params": np.full((3, 3), np.nan)}, "'params' contains NaN"),
         ({"param_names": np.array(["m", "k"])}, "'param_names' has 2 names for 3"),
         ({"state_names": np.array(["x", "v", "a"])}, "'state_names' has 3 names for d = 2"),
         ({"x": np.array(["a"] * 30).reshape(3, 5, 2)}, "'x' must hold real numbers"),
@@ -295,3 +294,25 @@ def test_data_simulate_takes_parameter_ranges():
     k = tr.system_params(SPRING)[:, 1]
     assert np.all((k >= 20.0) & (k <= 21.0))
     assert tr.system == "spring_mass" and tr.x.shape == (8, 128, 2)
+
+
+def test_params_missing_for_some_trajectories_are_left_out_with_a_warning(tmp_path):
+    arrs = arrays(n=3, T=5, d=2, p=3)
+    arrs["params"] = arrs["params"].copy()
+    arrs["params"][1] = np.nan  # (the parameters of one trajectory unknown)
+    path = write(tmp_path / "some.npz", **arrs)
+    with pytest.warns(UserWarning, match="'params' is missing .* for 1 of 3 trajectories"):
+        traj = Trajectories.load(path)
+    assert traj.params is None and traj.param_names is None
+    np.testing.assert_array_equal(traj.x, arrs["x"])
+
+
+def test_trajectories_padded_with_nan_are_named_as_padding(tmp_path):
+    arrs = arrays(n=3, T=5, d=2, p=3)
+    arrs["x"] = arrs["x"].copy()
+    arrs["x"][0, 3:] = np.nan
+    arrs["x"][2, 4:] = np.nan
+    path = write(tmp_path / "padded.npz", **arrs)
+    with pytest.raises(DataError, match=r"ends in NaN in 2 of 3 trajectories \(padding.*"
+                                        r"the shortest after 3 steps.*x\[:, :3\]"):
+        Trajectories.load(path)

@@ -58,6 +58,16 @@ class Trajectories:
         self.x = _real_array("x", self.x)
         if self.params is not None:
             self.params = _real_array("params", self.params)
+            p = self.params
+            if p.ndim == 2 and len(p) == len(self.x) and not np.isfinite(p).all():
+                # (a user who knows the parameters of some trajectories only: the data are
+                # still usable, without parameter metrics)
+                missing = int((~np.isfinite(p)).any(1).sum())
+                warnings.warn(f"'params' is missing (NaN or infinite) for {missing} of {len(p)} "
+                              f"trajectories: the parameters are left out, and with them the "
+                              f"parameter metrics, which need every trajectory's",
+                              stacklevel=3)
+                self.params = self.param_names = None
         if self.state_names is not None:
             self.state_names = tuple(_text(s) for s in np.atleast_1d(self.state_names))
         if self.param_names is not None:
@@ -558,6 +568,17 @@ def validate(tr: Trajectories) -> None:
         )
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0]
+        gone = ~np.isfinite(x).all(2)  # (N, T): steps without a finite state
+        # padding: every non-finite step lies after the trajectory's last finite one
+        ends = np.where(gone.all(1), 0, x.shape[1] - np.argmin(gone[:, ::-1], 1))
+        padded = gone.any(1) & (ends > 1) & (gone.sum(1) == x.shape[1] - ends)
+        if padded.any() and (padded | ~gone.any(1)).all():
+            shortest = int(ends.min())
+            raise DataError(
+                f"'x' ends in NaN in {int(padded.sum())} of {x.shape[0]} trajectories (padding "
+                f"of trajectories of different lengths?), the shortest after {shortest} steps; "
+                f"the format has no missing values: cut them all to that length, "
+                f"x[:, :{shortest}] and t[:{shortest}], or save each length in its own file")
         raise DataError(
             f"'x' contains NaN or infinite values (first at trajectory {bad[0]}, step {bad[1]}); "
             f"drop or repair those trajectories"
