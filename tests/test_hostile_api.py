@@ -255,3 +255,13 @@ def test_undamped_data_are_not_taken_for_data_in_other_units(spring_run, tmp_pat
         warnings.simplefilter("always")
         fitted.evaluate(short, 5)
     assert not [w for w in said if "units" in str(w.message)]
+
+
+def test_data_on_another_scale_or_shifted_are_warned_of(spring_run, user_file):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    with pytest.warns(UserWarning, match=r"states vary x \d+x as much, v \d+x as much"):
+        fitted.evaluate(Trajectories(t=traj.t, x=traj.x * 1000), 5)
+    shifted = traj.x + np.array([1000.0, 0.0])
+    with pytest.warns(UserWarning, match="shifted from the training data's mean: x by"):
+        fitted.evaluate(Trajectories(t=traj.t, x=shifted), 5)

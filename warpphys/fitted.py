@@ -57,6 +57,9 @@ class Forecast:
     seconds: float = 0.0
 
 
+#: data whose states vary this many times more (or less) than the training data's, or lie
+#: this many training stds from their mean, are warned of
+SCALE_FACTOR = 30.0
 #: refined estimates this many times beyond the training ranges (for most trajectories) are
 #: warned of: data in other units, most likely
 FAR_FACTOR = 10.0
@@ -295,6 +298,7 @@ class FittedModel:
         self._check_system(traj)
         check_model_data(traj, self.system, "the trajectories")
         self._warn_spacing(traj)
+        self._warn_scale(traj)
         if traj.dim != self.model.dim:
             raise DataError(
                 f"the data have state size d = {traj.dim} but the model was trained on d = "
@@ -352,6 +356,30 @@ class FittedModel:
                           f"(missing samples?): the model reads the dynamics sample by sample, so "
                           f"its rollouts (and one-pass estimates) assume even steps; resample the "
                           f"data onto an even grid", stacklevel=3)
+
+    def _warn_scale(self, traj: Trajectories) -> None:
+        """Warn when the data's states vary on another scale than the training data's, or lie
+        far from them (an offset): other units, or another regime, where neither the one-pass
+        estimate nor the black boxes were trained (populations in thousands instead of ones)."""
+        std0, mean0 = self.info.get("state_std"), self.info.get("state_mean")
+        if std0 is None or mean0 is None or len(std0) != traj.dim:
+            return
+        std0, mean0 = np.asarray(std0, dtype=np.float64), np.asarray(mean0, dtype=np.float64)
+        x = traj.x.reshape(-1, traj.dim)
+        ratio = x.std(0) / std0
+        shift = np.abs(x.mean(0) - mean0) / std0
+        names = traj.state_names or (self.info.get("state_names") or
+                                     [f"state {i}" for i in range(traj.dim)])
+        far = [f"{n} {r:.3g}x as much" for n, r in zip(names, ratio, strict=True)
+               if not 1 / SCALE_FACTOR <= r <= SCALE_FACTOR]
+        moved = [f"{n} by {d:.3g} of its training std" for n, d in zip(names, shift, strict=True)
+                 if d > SCALE_FACTOR]
+        if far or moved:
+            what = (f"vary {', '.join(far)} as the training data's" if far
+                    else f"are shifted from the training data's mean: {', '.join(moved)}")
+            warnings.warn(f"the data's states {what} (other units, an offset, or another "
+                          f"regime?): the model was trained near its training data's scale; "
+                          f"rescale the data, or fit on data like them", stacklevel=4)
 
     def _need_params(self, what: str) -> None:
         """Refuse ``what`` (a job on physical parameters) for a model that has none."""
