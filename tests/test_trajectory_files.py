@@ -316,3 +316,13 @@ def test_trajectories_padded_with_nan_are_named_as_padding(tmp_path):
     with pytest.raises(DataError, match=r"ends in NaN in 2 of 3 trajectories \(padding.*"
                                         r"the shortest after 3 steps.*x\[:, :3\]"):
         Trajectories.load(path)
+
+
+@pytest.mark.parametrize("preset, system", [("lv", "lotka_volterra"), ("msd", "spring_mass"),
+                                            ("msd-zero", "spring_mass")])
+def test_a_system_key_naming_a_preset_means_its_system(tmp_path, preset, system):
+    arrs = arrays(n=3, T=5, d=2, p=3)
+    arrs.pop("param_names", None)
+    arrs.pop("params", None)
+    path = write(tmp_path / "p.npz", **arrs, system=np.array(preset))
+    assert Trajectories.load(path).system == system

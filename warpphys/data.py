@@ -74,6 +74,8 @@ class Trajectories:
             self.param_names = tuple(_text(s) for s in np.atleast_1d(self.param_names))
         if self.system is not None:
             self.system = _text(self.system)
+            if self.system not in systems.names() and self.system in systems.PRESETS:
+                self.system = systems.PRESETS[self.system].system  # ('lv': lotka_volterra)
         validate(self)
 
     # -- views ------------------------------------------------------------------------------
