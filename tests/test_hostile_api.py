@@ -265,3 +265,12 @@ def test_data_on_another_scale_or_shifted_are_warned_of(spring_run, user_file):
     shifted = traj.x + np.array([1000.0, 0.0])
     with pytest.warns(UserWarning, match="shifted from the training data's mean: x by"):
         fitted.evaluate(Trajectories(t=traj.t, x=shifted), 5)
+
+
+def test_repeated_trajectories_in_a_data_file_are_warned_of(user_file, tmp_path):
+    traj = Trajectories.load(user_file)
+    twice = Trajectories(t=traj.t, x=np.concatenate([traj.x, traj.x[:4]]), system="spring_mass")
+    twice.save(tmp_path / "dup.npz")
+    with pytest.warns(UserWarning, match="4 of the 16 trajectories repeat others exactly"):
+        api.fit(data=tmp_path / "dup.npz", model="warp", epochs=1, context=5, width=4,
+                out=tmp_path / "r", figures=False, progress=False, device="cpu")

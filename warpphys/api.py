@@ -93,6 +93,11 @@ def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectori
         traj = traj.windows(-(-10 // n))
         warnings.warn(f"{n} trajectories are too few to split: cut into {traj.n} windows of "
                       f"{traj.n_times} steps for training, validation and test", stacklevel=2)
+    distinct = len(np.unique(traj.x.reshape(traj.n, -1), axis=0))
+    if distinct < traj.n:  # (copies may land in training and test both)
+        warnings.warn(f"{traj.n - distinct} of the {traj.n} trajectories repeat others exactly: "
+                      f"copies may fall into both the training and the test split, so that "
+                      f"the test metrics flatter the model; drop the repeats", stacklevel=2)
     perm = np.random.default_rng(seed).permutation(traj.n)
     n_val = max(1, traj.n // 10)
     n_test = max(1, traj.n // 10)
