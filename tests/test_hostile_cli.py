@@ -263,3 +263,16 @@ def test_compare_checks_its_columns_context_and_knows_which_way_is_better(fitted
     assert table.best("test_mse")["name"] == "a"
     with pytest.raises(ValueError, match="among must be"):
         table.best(among="bogus")
+
+
+def test_many_trajectories_show_the_refinements_progress(user_file, capsys, monkeypatch,
+                                                          tmp_path):
+    from warpphys import progress
+    monkeypatch.setattr(progress, "PROGRESS_WORK", 100)  # (a big job, in small)
+    fitted = api.fit(data=user_file, model="warp-phys", epochs=1, context=5, width=4,
+                     batch_size=8, figures=False, progress=False, device="cpu",
+                     out=tmp_path / "phys")
+    capsys.readouterr()
+    fitted.evaluate(Trajectories.load(user_file), 5)
+    err = capsys.readouterr().err
+    assert "refinement" in err and "rollout" in err

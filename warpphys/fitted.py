@@ -468,7 +468,8 @@ class FittedModel:
         outs, thetas = [], []
         self.model.eval()
         batches = -(-traj.n // batch_size)
-        with progress.bar(batches * (K + H - 1), "rollout"):  # (ticked by the model's steps)
+        with progress.bar(batches * (K + H - 1), "rollout",  # (ticked by the model's steps)
+                          work=traj.n * (K + H)):
             for i in range(0, traj.n, batch_size):
                 xb = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float32,
                                      device=self.device)
@@ -520,22 +521,30 @@ class FittedModel:
         """``(amortised params, refined params, last_state, theta)``, inputs already checked:
         each estimate computed once; with ``covariance``, also the refined parameters'
         covariance (N, p, p) (:func:`warpphys.refine.refine_context`)."""
-        from warpphys.refine import refine_context
 
         t = relative_times(traj.t[:K], torch.float64, self.device)
         scale = self.info.get("state_std")  # residual weights: the training data's state std
         parts = []
-        for i in range(0, traj.n, batch_size):
-            xk = torch.as_tensor(traj.x[i:i + batch_size, :K], dtype=torch.float64,
-                                 device=self.device)
-            est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
-            refined = refine_context(self.model.root, xk, t, est.double(),
-                                     theta=theta.double(), iterations=iterations,
-                                     scale=scale, covariance=covariance)
-            parts.append((est.double(), *refined[:2], theta.double(), *refined[2:]))
+        with progress.bar(traj.n, "refinement", work=traj.n * K * (iterations + 5),
+                          unit="trajectory"):
+            for i in range(0, traj.n, batch_size):
+                parts.append(self._refine_batch(traj.x[i:i + batch_size, :K], t, K, iterations,
+                                                scale, covariance))
+                progress.tick(len(parts[-1][0]), unit="trajectory")
         out = tuple(torch.cat(p) for p in zip(*parts, strict=True))
         self._warn_far_estimates(out[1])
         return out
+
+    def _refine_batch(self, x: np.ndarray, t: torch.Tensor, K: int, iterations: int, scale,
+                      covariance: bool) -> tuple:
+        """:meth:`_refine` of one batch of contexts ``x (B, K, d)``."""
+        from warpphys.refine import refine_context
+
+        xk = torch.as_tensor(x, dtype=torch.float64, device=self.device)
+        est, theta = self.model.recover_params(xk.float(), t.float(), K, return_theta=True)
+        refined = refine_context(self.model.root, xk, t, est.double(), theta=theta.double(),
+                                 iterations=iterations, scale=scale, covariance=covariance)
+        return (est.double(), *refined[:2], theta.double(), *refined[2:])
 
     def _warn_far_estimates(self, params: torch.Tensor) -> None:
         """Warn when most refined estimates lie far outside the training data's ranges of the
@@ -621,7 +630,7 @@ class FittedModel:
 
         t = relative_times(extend_times(traj.t, K + H), torch.float64, self.device)
         est, state, theta = refined
-        with progress.bar(H, "refined rollout"):
+        with progress.bar(H, "refined rollout", work=len(state) * H):
             rollout = simulate(self.model.root, state, t[K:] - t[K - 1:-1], est, theta,
                                on_step=progress.tick)
         context = torch.as_tensor(traj.x[:, :K], dtype=torch.float64, device=self.device)
