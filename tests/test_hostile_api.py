@@ -274,3 +274,12 @@ def test_repeated_trajectories_in_a_data_file_are_warned_of(user_file, tmp_path)
     with pytest.warns(UserWarning, match="4 of the 16 trajectories repeat others exactly"):
         api.fit(data=tmp_path / "dup.npz", model="warp", epochs=1, context=5, width=4,
                 out=tmp_path / "r", figures=False, progress=False, device="cpu")
+
+
+def test_contexts_beyond_the_one_pass_rollouts_box_are_warned_of(spring_run, user_file):
+    fitted = api.load(spring_run)
+    traj = Trajectories.load(user_file)
+    far = Trajectories(t=traj.t, x=traj.x + np.array([1000.0, 0.0]))
+    with pytest.warns(UserWarning, match=r"contexts of 12 of 12 trajectories leave the states "
+                                         r"the one-pass rollout holds"):
+        fitted.predict(far, 5, 3, estimate="amortised")

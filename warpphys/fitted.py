@@ -357,6 +357,23 @@ class FittedModel:
                           f"its rollouts (and one-pass estimates) assume even steps; resample the "
                           f"data onto an even grid", stacklevel=3)
 
+    def _warn_clipped(self, traj: Trajectories, K: int) -> None:
+        """Warn when context states lie outside the box in which a physics root holds its
+        rollout's states (the training mean +- ``state_bound`` training stds): the one-pass
+        rollout of those trajectories is clipped there, not the physics."""
+        box = getattr(self.model.root, "state_box", None)
+        if box is None:
+            return
+        lo, hi = (b.double().cpu().numpy() for b in box(self.model.normalizer))
+        x = traj.x[:, :K]
+        out = ((x < lo) | (x > hi)).any((1, 2))
+        if out.any():
+            warnings.warn(f"the contexts of {int(out.sum())} of {len(out)} trajectories leave "
+                          f"the states the one-pass rollout holds ({self.model.root.state_bound:g}"
+                          f" training stds around the training mean): its predictions of them "
+                          f"are clipped there, not the physics'; the refined estimate (the "
+                          f"default) is not", stacklevel=4)
+
     def _warn_scale(self, traj: Trajectories) -> None:
         """Warn when the data's states vary on another scale than the training data's, or lie
         far from them (an offset): other units, or another regime, where neither the one-pass
@@ -464,6 +481,7 @@ class FittedModel:
     def _rollout(self, traj: Trajectories, K: int, H: int, batch_size: int = 1024,
                  keep_theta: bool = False):
         """The amortised rollout (the model's own), inputs already checked."""
+        self._warn_clipped(traj, K)
         t = relative_times(extend_times(traj.t, K + H), torch.float32, self.device)
         outs, thetas = [], []
         self.model.eval()
