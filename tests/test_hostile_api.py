@@ -283,3 +283,18 @@ def test_contexts_beyond_the_one_pass_rollouts_box_are_warned_of(spring_run, use
     with pytest.warns(UserWarning, match=r"contexts of 12 of 12 trajectories leave the states "
                                          r"the one-pass rollout holds"):
         fitted.predict(far, 5, 3, estimate="amortised")
+
+
+def test_the_runs_own_context_too_long_for_a_file_is_named_as_the_runs(spring_run, user_file):
+    fitted = api.load(spring_run)
+    short = Trajectories.load(user_file).subset(slice(0, 2))
+    short = Trajectories(t=short.t[:4], x=short.x[:, :4])
+    with pytest.raises(DataError, match="the run's context of 5 steps .used when none is "
+                                        "given. does not fit in these trajectories of 4 steps"):
+        fitted.evaluate(short)
+
+
+def test_too_few_training_trajectories_are_warned_of(tmp_path):
+    with pytest.warns(UserWarning, match="--n-train 2: too few trajectories"):
+        api.fit(system="spring_mass", model="warp", n_train=2, epochs=1, width=4,
+                out=tmp_path / "r", figures=False, progress=False, device="cpu")

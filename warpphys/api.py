@@ -84,6 +84,10 @@ __all__ = [
 ]
 
 # -- the fit job ---------------------------------------------------------------------------------
+#: data files with fewer trajectories (after any cut into windows) are warned of
+MIN_TRAIN_FILE = 8
+
+
 def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectories, Trajectories]:
     """Seeded 80/10/10 split of a user's file into train, validation and test trajectories.
     A file of fewer than 3 trajectories (one long measurement) is first cut into about 10
@@ -93,6 +97,9 @@ def _split_file(traj: Trajectories, seed: int) -> tuple[Trajectories, Trajectori
         traj = traj.windows(-(-10 // n))
         warnings.warn(f"{n} trajectories are too few to split: cut into {traj.n} windows of "
                       f"{traj.n_times} steps for training, validation and test", stacklevel=2)
+    if traj.n < MIN_TRAIN_FILE:
+        warnings.warn(f"--data holds only {traj.n} trajectories: too few to learn dynamics "
+                      f"from, or to test on; expect poor, noisy metrics", stacklevel=2)
     distinct = len(np.unique(traj.x.reshape(traj.n, -1), axis=0))
     if distinct < traj.n:  # (copies may land in training and test both)
         warnings.warn(f"{traj.n - distinct} of the {traj.n} trajectories repeat others exactly: "
@@ -249,6 +256,9 @@ def fit(
         protocol = None
     else:
         proto = systems.get_system(system).default
+        if n_train is not None and n_train < MIN_TRAIN_FILE:
+            warnings.warn(f"--n-train {n_train}: too few trajectories to learn dynamics from; "
+                          f"expect poor metrics", stacklevel=2)
         train = simulate_data(system, n_train or proto.n_train, "train", seed)
         val = simulate_data(system, proto.n_val, "val", seed)
         test = simulate_data(system, proto.n_test, "test", seed)

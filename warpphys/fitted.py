@@ -409,6 +409,10 @@ class FittedModel:
         """The context (the run's by default), checked against ``traj`` once (``whole``: see
         :meth:`_check`)."""
         K = self.context if context is None else _count(context, "--context")
+        if context is None and not K < traj.n_times + whole:  # (not a number the user gave)
+            raise DataError(f"the run's context of {K} steps (used when none is given) does "
+                            f"not fit in these trajectories of {traj.n_times} steps; give a "
+                            f"shorter one (--context K, or context=K)")
         self._check(traj, K, whole=whole)
         self._warn_context(K)
         return K
