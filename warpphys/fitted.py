@@ -361,7 +361,8 @@ class FittedModel:
         """Warn when context states lie outside the box in which a physics root holds its
         rollout's states (the training mean +- ``state_bound`` training stds): the one-pass
         rollout of those trajectories is clipped there, not the physics."""
-        box = getattr(self.model.root, "state_box", None)
+        root = getattr(self.model, "root", None)  # (black boxes hold no states in a box)
+        box = getattr(root, "state_box", None)
         if box is None:
             return
         lo, hi = (b.double().cpu().numpy() for b in box(self.model.normalizer))
@@ -369,7 +370,7 @@ class FittedModel:
         out = ((x < lo) | (x > hi)).any((1, 2))
         if out.any():
             warnings.warn(f"the contexts of {int(out.sum())} of {len(out)} trajectories leave "
-                          f"the states the one-pass rollout holds ({self.model.root.state_bound:g}"
+                          f"the states the one-pass rollout holds ({root.state_bound:g}"
                           f" training stds around the training mean): its predictions of them "
                           f"are clipped there, not the physics'; the refined estimate (the "
                           f"default) is not", stacklevel=4)
