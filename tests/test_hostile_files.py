@@ -322,13 +322,13 @@ def test_times_stored_as_durations_and_a_parameter_ranged_twice_are_refused(user
 
 
 def test_a_long_refined_rollout_shows_its_progress(tmp_path, monkeypatch, capsys):
-    from warpphys import fitted as fitted_module
+    from warpphys import progress
 
     sim = simulate("spring_mass", 8, "train", 0)
     fitted = api.fit(data=sim.save(tmp_path / "s.npz"), out=tmp_path / "run", epochs=1,
                      fresh_n=32, figures=False, progress=False)
     capsys.readouterr()
-    monkeypatch.setattr(fitted_module, "PROGRESS_STEPS", 50)
+    monkeypatch.setattr(progress, "PROGRESS_STEPS", 50)
     x_short = fitted.predict(sim, 20, 40)  # below the threshold: no bar
     assert "refined rollout" not in capsys.readouterr().err
     x_long = fitted.predict(sim, 20, 60)

@@ -410,7 +410,8 @@ class FittedModel:
         """The context (the run's by default), checked against ``traj`` once (``whole``: see
         :meth:`_check`)."""
         K = self.context if context is None else _count(context, "--context")
-        if context is None and not K < traj.n_times + whole:  # (not a number the user gave)
+        if (context is None and isinstance(traj, Trajectories)  # (not a number the user gave)
+                and not K < traj.n_times + whole):
             raise DataError(f"the run's context of {K} steps (used when none is given) does "
                             f"not fit in these trajectories of {traj.n_times} steps; give a "
                             f"shorter one (--context K, or context=K)")

@@ -685,7 +685,7 @@ def plot_param_recovery(
         if zero:  # tiny estimates: each tick its own exponent (a shared one meets the title)
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(FormatStrFormatter("%.2g"))
-        if several:  # one line of title; the estimates' errors in the empty upper-left corner
+        if len(parts) > 1:  # one line of title; the errors in the empty upper-left corner
             ax.set_title(f"{names[j]}: {what}", fontsize="medium")
             ax.text(0.03, 0.97, "\n".join(parts), transform=ax.transAxes, va="top",
                     ha="left", fontsize="x-small",
