@@ -25,8 +25,7 @@ def _noisy_fit(root_cls, system: str, n: int, K: int, noise: float, **kw):
     start = params * (1 + 0.05 * torch.randn(params.shape, generator=g, dtype=torch.float64))
     est, _, cov, free = refine_context(root, noisy[:, :K], t[:K], start.abs(), scale=std,
                                        covariance=True)
-    h = 1e-6 * (est.abs() + 1e-3 * root.log_scale.exp())
-    sd = combination_std(sys_.identifiable, est, cov, h, free)
+    sd = combination_std(sys_.identifiable, est, cov, free)
     return sys_.identifiable(est), sd, sys_.identifiable(params)
 
 

@@ -619,9 +619,7 @@ class FittedModel:
         amortised, refined, _, _, cov, free = self._refine(traj, K, _iterations(iterations),
                                                            covariance=True)
         sys_ = self.system
-        typical = refined.abs().amax(1, keepdim=True)  # (a floor of the steps, for zeros)
-        std = combination_std(sys_.identifiable, refined, cov,
-                              1e-6 * (refined.abs() + 1e-3 * typical), free)
+        std = combination_std(sys_.identifiable, refined, cov, free)
         unknown = ~torch.isfinite(std).all(1)
         if unknown.any():
             warnings.warn(f"the contexts of {int(unknown.sum())} of {len(std)} trajectories do "

@@ -150,12 +150,16 @@ def refine_context(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor,
     if not covariance:
         return z[:, :p].exp(), sim[:, -1]
     u = torch.cat([z[:, :p].exp(), z[:, p:]], 1)  # natural units: a damping may be near 0
-    # (a floor of the differences' steps, for parameters at 0: the trajectory's largest one's)
-    typical = u[:, :p].abs().amax(1, keepdim=True)
-    h = torch.cat([1e-6 * (u[:, :p].abs() + 1e-3 * typical), 1e-6 * torch.ones_like(u[:, p:])],
-                  1)
+    h = torch.cat([parameter_steps(u[:, :p]), 1e-6 * torch.ones_like(u[:, p:])], 1)
     cov, free = _covariance(lambda u: misfit(u[:, :p], u[:, p:]), u, h)
     return u[:, :p], sim[:, -1], cov[:, :p, :p], free[:, :p]
+
+
+def parameter_steps(params: torch.Tensor) -> torch.Tensor:
+    """Central-difference steps (B, p) for parameters ``params (B, p)`` in natural units:
+    1e-6 of each, floored for a parameter at 0 (no damping) by 1e-9 of the trajectory's
+    largest parameter."""
+    return 1e-6 * (params.abs() + 1e-3 * params.abs().amax(1, keepdim=True))
 
 
 def _covariance(residuals, u, h, rtol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,14 +213,15 @@ def refine_params(root, x: torch.Tensor, t: torch.Tensor, params: torch.Tensor, 
                eps).exp()
 
 
-def combination_std(fn, params: torch.Tensor, cov: torch.Tensor, h,
+def combination_std(fn, params: torch.Tensor, cov: torch.Tensor,
                     free: torch.Tensor | None = None) -> torch.Tensor:
     """Standard errors (B, q) of combinations ``fn(params) -> (B, q)`` of parameters
     ``params (B, p)`` with covariance ``cov (B, p, p)`` (delta method: the central-difference
-    gradient of ``fn``, step ``h``, which ``fn`` must take stacked as :func:`_jacobian` does).
+    gradient of ``fn``, steps :func:`parameter_steps`, which ``fn`` must take stacked as
+    :func:`_jacobian` does).
     ``free (B, p, k)``: directions the fit left undetermined; a combination that changes along
     one of them is not determined, and its standard error is infinite."""
-    G = _jacobian(fn, params, h)  # (B, q, p)
+    G = _jacobian(fn, params, parameter_steps(params))  # (B, q, p)
     std = torch.einsum("bip,bpr,bir->bi", G, cov, G).clamp_min(0).sqrt()
     std = torch.nan_to_num(std, nan=torch.inf)  # (no degree of freedom left: inf times 0)
     if free is not None:
